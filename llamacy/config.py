@@ -1,0 +1,67 @@
+"""Server configuration: the spec's command-line flags as one frozen dataclass."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    # model
+    model: str | None = None
+    model_url: str | None = None
+    hf_repo: str | None = None
+    hf_file: str | None = None
+    alias: str | None = None
+    lora: tuple[str, ...] = ()
+    lora_base: str | None = None
+    mmproj: str | None = None
+    n_gpu_layers: int = 0
+    main_gpu: int = 0
+    tensor_split: tuple[float, ...] = ()
+    mlock: bool = False
+    no_mmap: bool = False
+    numa: str | None = None
+    # context
+    n_ctx: int = 512
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    n_parallel: int = 1
+    cont_batching: bool = True
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    threads_batch: int = -1
+    threads_http: int = -1
+    n_predict: int = -1
+    rope_scaling: str | None = None
+    rope_freq_base: float = 0.0
+    rope_freq_scale: float = 0.0
+    yarn_ext_factor: float = -1.0
+    yarn_attn_factor: float = 1.0
+    yarn_beta_slow: float = 1.0
+    yarn_beta_fast: float = 32.0
+    pooling: str | None = None
+    defrag_thold: float = -1.0
+    flash_attn: bool = False
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    grp_attn_n: int = 1
+    grp_attn_w: int = 512
+    embeddings: bool = False
+    system_prompt_file: str | None = None
+    chat_template: str | None = None
+    spm_infill: bool = False
+    # http
+    host: str = "127.0.0.1"
+    port: int = 8080
+    timeout: int = 600
+    path: str | None = None
+    api_keys: tuple[str, ...] = ()
+    ssl_key_file: str | None = None
+    ssl_cert_file: str | None = None
+    slots_endpoint: bool = True
+    metrics: bool = False
+    slot_save_path: str | None = None
+    # logging
+    verbose: bool = False
+    log_disable: bool = False
+    log_format: str = "json"

@@ -1,0 +1,33 @@
+from libc.stdint cimport int32_t, uint32_t
+from third_party.ggml.llama cimport llama_sampler, llama_token, llama_logit_bias
+
+
+ctypedef struct PenaltyState:
+    int32_t n_vocab
+    int32_t last_n
+    float repeat
+    float freq
+    float present
+    bint penalize_nl
+    llama_token nl
+    llama_token * ring
+    int32_t ring_size
+    int32_t ring_head
+    int32_t * counts
+    uint32_t * stamp
+    uint32_t round
+
+
+ctypedef struct SamplerCore:
+    llama_sampler * chain
+    PenaltyState * pen       # borrowed: owned by the penalties sampler inside ``chain``
+    bint fast_greedy         # argmax over in-place penalised/biased logits, no candidate array
+    llama_logit_bias * bias  # used by the fast path (the chain has its own logit_bias sampler)
+    int32_t n_bias
+    int32_t n_vocab
+
+
+cdef class Sampler:
+    cdef SamplerCore c
+    cdef readonly object params
+    cdef _add_named(self, str name, size_t min_keep)

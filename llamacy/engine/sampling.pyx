@@ -1,0 +1,546 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Sampling: a llama_sampler chain per request, custom samplers, and one-call batched sampling.
+
+libllama has no sampler for three of the spec's options, so they are written here as custom
+``llama_sampler_i`` implementations: tail-free sampling (``tfs_z``), and repetition penalties
+that can spare the newline token (``penalize_nl``) and be primed with ``penalty_prompt``.
+
+The hot path is ``sample_batch``: every generating slot of a step sampled in one call with the
+GIL released. Greedy requests (temperature <= 0, or top_k == 1) without a grammar take a fast
+path: penalties and logit bias applied in place to the logits row, then an argmax — no
+candidate array, no sort.
+"""
+from libc.math cimport expf, fabsf, INFINITY, isfinite
+from libc.stdint cimport int32_t, uint32_t, int64_t
+from libc.stdlib cimport malloc, calloc, free, qsort
+from libc.string cimport memcpy
+
+from third_party.ggml.llama cimport *
+from llamacy.engine.model cimport Model, Vocab
+from llamacy.engine.context cimport Context
+
+from llamacy.errors import GrammarError, InvalidRequestError, LlamacyError
+from llamacy.engine.sampling_params import SamplingParams, SAMPLER_NAMES
+
+
+# --- repetition penalties (custom sampler) -------------------------------------------
+
+cdef PenaltyState * penalty_new(int32_t n_vocab, int32_t last_n, float repeat, float freq, float present,
+                                bint penalize_nl, llama_token nl) noexcept nogil:
+    cdef PenaltyState * s = <PenaltyState *> calloc(1, sizeof(PenaltyState))
+    if s == NULL:
+        return NULL
+    s.n_vocab = n_vocab
+    s.last_n = last_n
+    s.repeat = repeat
+    s.freq = freq
+    s.present = present
+    s.penalize_nl = penalize_nl
+    s.nl = nl
+    s.ring = <llama_token *> calloc(max(last_n, 1), sizeof(llama_token))
+    s.counts = <int32_t *> calloc(n_vocab, sizeof(int32_t))
+    s.stamp = <uint32_t *> calloc(n_vocab, sizeof(uint32_t))
+    if s.ring == NULL or s.counts == NULL or s.stamp == NULL:
+        penalty_free(s)
+        return NULL
+    return s
+
+
+cdef void penalty_free(PenaltyState * s) noexcept nogil:
+    if s != NULL:
+        free(s.ring)
+        free(s.counts)
+        free(s.stamp)
+        free(s)
+
+
+cdef void penalty_reset(PenaltyState * s) noexcept nogil:
+    cdef int32_t i
+    for i in range(s.ring_size):
+        s.counts[s.ring[i]] = 0
+    s.ring_size = 0
+    s.ring_head = 0
+
+
+cdef void penalty_accept(PenaltyState * s, llama_token tok) noexcept nogil:
+    if s.last_n <= 0 or tok < 0 or tok >= s.n_vocab:
+        return
+    if s.ring_size == s.last_n:
+        s.counts[s.ring[s.ring_head]] -= 1
+    else:
+        s.ring_size += 1
+    s.ring[s.ring_head] = tok
+    s.counts[tok] += 1
+    s.ring_head = (s.ring_head + 1) % s.last_n
+
+
+cdef inline float penalize(const PenaltyState * s, llama_token tok, float logit) noexcept nogil:
+    cdef int32_t c = s.counts[tok]
+    if c == 0 or (not s.penalize_nl and tok == s.nl):
+        return logit
+    if logit <= 0:
+        logit *= s.repeat
+    else:
+        logit /= s.repeat
+    return logit - c * s.freq - s.present
+
+
+cdef void penalty_apply_row(PenaltyState * s, float * logits) noexcept nogil:
+    """Penalise a full logits row in place, each distinct recent token once."""
+    cdef int32_t k
+    cdef llama_token tok
+    s.round += 1
+    if s.round == 0:
+        for k in range(s.n_vocab):
+            s.stamp[k] = 0
+        s.round = 1
+    for k in range(s.ring_size):
+        tok = s.ring[k]
+        if s.stamp[tok] != s.round:
+            s.stamp[tok] = s.round
+            logits[tok] = penalize(s, tok, logits[tok])
+
+
+cdef const char * _penalties_name(const llama_sampler * smpl) noexcept nogil:
+    return "llamacy-penalties"
+
+
+cdef void _penalties_accept(llama_sampler * smpl, llama_token token) noexcept nogil:
+    penalty_accept(<PenaltyState *> smpl.ctx, token)
+
+
+cdef void _penalties_apply(llama_sampler * smpl, llama_token_data_array * cur_p) noexcept nogil:
+    cdef PenaltyState * s = <PenaltyState *> smpl.ctx
+    cdef size_t i
+    cdef llama_token tok
+    if s.ring_size == 0:
+        return
+    for i in range(cur_p.size):
+        tok = cur_p.data[i].id
+        if 0 <= tok < s.n_vocab and s.counts[tok] > 0:
+            cur_p.data[i].logit = penalize(s, tok, cur_p.data[i].logit)
+    cur_p.sorted = False
+
+
+cdef void _penalties_reset(llama_sampler * smpl) noexcept nogil:
+    penalty_reset(<PenaltyState *> smpl.ctx)
+
+
+cdef llama_sampler * _penalties_clone(const llama_sampler * smpl) noexcept nogil:
+    cdef PenaltyState * s = <PenaltyState *> smpl.ctx
+    cdef PenaltyState * c = penalty_new(s.n_vocab, s.last_n, s.repeat, s.freq, s.present, s.penalize_nl, s.nl)
+    if c == NULL:
+        return NULL
+    memcpy(c.ring, s.ring, max(s.last_n, 1) * sizeof(llama_token))
+    memcpy(c.counts, s.counts, s.n_vocab * sizeof(int32_t))
+    c.ring_size = s.ring_size
+    c.ring_head = s.ring_head
+    return llama_sampler_init(&penalties_iface, c)
+
+
+cdef void _penalties_free(llama_sampler * smpl) noexcept nogil:
+    penalty_free(<PenaltyState *> smpl.ctx)
+
+
+cdef llama_sampler_i penalties_iface
+penalties_iface.name = _penalties_name
+penalties_iface.accept = _penalties_accept
+penalties_iface.apply = _penalties_apply
+penalties_iface.reset = _penalties_reset
+penalties_iface.clone = _penalties_clone
+penalties_iface.free = _penalties_free
+
+
+# --- tail-free sampling (custom sampler) ---------------------------------------------
+
+ctypedef struct TfsState:
+    float z
+    size_t min_keep
+
+
+cdef int _cmp_logit_desc(const void * a, const void * b) noexcept nogil:
+    cdef float la = (<const llama_token_data *> a).logit
+    cdef float lb = (<const llama_token_data *> b).logit
+    return (la < lb) - (la > lb)
+
+
+cdef void sort_candidates(llama_token_data_array * cur_p) noexcept nogil:
+    if not cur_p.sorted:
+        qsort(cur_p.data, cur_p.size, sizeof(llama_token_data), _cmp_logit_desc)
+        cur_p.sorted = True
+
+
+cdef void softmax_sorted(llama_token_data_array * cur_p) noexcept nogil:
+    cdef size_t i
+    cdef float mx = cur_p.data[0].logit
+    cdef double total = 0.0
+    for i in range(cur_p.size):
+        cur_p.data[i].p = expf(cur_p.data[i].logit - mx)
+        total += cur_p.data[i].p
+    for i in range(cur_p.size):
+        cur_p.data[i].p = <float> (cur_p.data[i].p / total)
+
+
+cdef void tail_free_apply(llama_token_data_array * cur_p, float z, size_t min_keep) noexcept nogil:
+    """Tail-free sampling: cut where the cumulative normalised |2nd derivative| of the sorted
+    probabilities passes ``z`` (keeping at least ``min_keep`` candidates)."""
+    if z >= 1.0 or cur_p.size <= 2:
+        return
+    sort_candidates(cur_p)
+    softmax_sorted(cur_p)
+    cdef size_t n = cur_p.size, i
+    cdef float * d2 = <float *> malloc((n - 2) * sizeof(float))
+    if d2 == NULL:
+        return
+    cdef float d1_i, d1_next, total = 0.0, cum = 0.0
+    for i in range(n - 2):
+        d1_i = cur_p.data[i].p - cur_p.data[i + 1].p
+        d1_next = cur_p.data[i + 1].p - cur_p.data[i + 2].p
+        d2[i] = fabsf(d1_i - d1_next)
+        total += d2[i]
+    if total > 1e-6:
+        for i in range(n - 2):
+            d2[i] /= total
+    else:
+        for i in range(n - 2):
+            d2[i] = 1.0 / (n - 2)
+    cdef size_t last_idx = n
+    for i in range(n - 2):
+        cum += d2[i]
+        if cum > z and i >= min_keep:
+            last_idx = i
+            break
+    free(d2)
+    cur_p.size = max(last_idx, <size_t> 1)
+
+
+cdef const char * _tfs_name(const llama_sampler * smpl) noexcept nogil:
+    return "llamacy-tail-free"
+
+
+cdef void _tfs_apply(llama_sampler * smpl, llama_token_data_array * cur_p) noexcept nogil:
+    cdef TfsState * s = <TfsState *> smpl.ctx
+    tail_free_apply(cur_p, s.z, s.min_keep)
+
+
+cdef llama_sampler * _tfs_clone(const llama_sampler * smpl) noexcept nogil:
+    cdef TfsState * c = <TfsState *> malloc(sizeof(TfsState))
+    if c == NULL:
+        return NULL
+    memcpy(c, smpl.ctx, sizeof(TfsState))
+    return llama_sampler_init(&tfs_iface, c)
+
+
+cdef void _tfs_free(llama_sampler * smpl) noexcept nogil:
+    free(smpl.ctx)
+
+
+cdef llama_sampler_i tfs_iface
+tfs_iface.name = _tfs_name
+tfs_iface.accept = NULL
+tfs_iface.apply = _tfs_apply
+tfs_iface.reset = NULL
+tfs_iface.clone = _tfs_clone
+tfs_iface.free = _tfs_free
+
+
+# --- the Sampler ---------------------------------------------------------------------
+
+cdef inline llama_token argmax(const float * logits, int32_t n) noexcept nogil:
+    cdef int32_t i, best = 0
+    cdef float mx = logits[0]
+    for i in range(1, n):
+        if logits[i] > mx:
+            mx = logits[i]
+            best = i
+    return best
+
+
+cdef llama_token sample_core(SamplerCore * c, llama_context * ctx, int32_t idx) noexcept nogil:
+    cdef float * logits
+    cdef int32_t k
+    if not c.fast_greedy:
+        return llama_sampler_sample(c.chain, ctx, idx)
+    logits = llama_get_logits_ith(ctx, idx)
+    if logits == NULL:
+        return -1
+    if c.pen != NULL:
+        penalty_apply_row(c.pen, logits)
+    for k in range(c.n_bias):
+        logits[c.bias[k].token] += c.bias[k].bias
+    cdef llama_token tok = argmax(logits, c.n_vocab)
+    if c.pen != NULL:
+        penalty_accept(c.pen, tok)
+    return tok
+
+
+cdef llama_sampler * _checked(llama_sampler * s, str what) except NULL:
+    if s == NULL:
+        raise LlamacyError(f"failed to create the {what} sampler")
+    return s
+
+
+cdef class Sampler:
+    """A request's sampler: a llama_sampler chain built from a SamplingParams.
+
+    The chain is [logit bias, penalties, grammar, <samplers in params.samplers order>, final],
+    where final is greedy (temperature <= 0), mirostat 1/2, or dist(seed).
+    """
+
+    def __cinit__(self):
+        self.c.chain = NULL
+        self.c.pen = NULL
+        self.c.bias = NULL
+        self.c.n_bias = 0
+
+    def __init__(self, Model model, params: SamplingParams):
+        self.params = params
+        cdef Vocab vocab = model.vocab
+        cdef int32_t n_vocab = vocab.n_vocab
+        self.c.n_vocab = n_vocab
+        unknown = [s for s in params.samplers if s not in SAMPLER_NAMES]
+        if unknown:
+            raise InvalidRequestError(f"unknown sampler {unknown[0]!r} in 'samplers'")
+        cdef uint32_t seed = (<int64_t> params.seed) & 0xFFFFFFFF
+        cdef size_t min_keep = max(int(params.min_keep), 0)
+        cdef llama_sampler_chain_params cp = llama_sampler_chain_default_params()
+        cp.no_perf = True
+        self.c.chain = _checked(llama_sampler_chain_init(cp), "chain")
+
+        # logit bias: the spec's pairs, plus EOG tokens banned by ignore_eos
+        bias = {}
+        for tok, val in params.logit_bias:
+            if not (0 <= tok < n_vocab):
+                raise InvalidRequestError(f"logit_bias token {tok} out of range [0, {n_vocab})")
+            bias[tok] = -INFINITY if val is None else bias.get(tok, 0.0) + float(val)
+        if params.ignore_eos:
+            for tok in vocab.eog_tokens():
+                bias[tok] = -INFINITY
+        self.c.n_bias = len(bias)
+        if bias:
+            self.c.bias = <llama_logit_bias *> malloc(len(bias) * sizeof(llama_logit_bias))
+            if self.c.bias == NULL:
+                raise MemoryError()
+            for k, (tok, val) in enumerate(bias.items()):
+                self.c.bias[k].token = tok
+                self.c.bias[k].bias = val
+            llama_sampler_chain_add(self.c.chain, _checked(
+                llama_sampler_init_logit_bias(n_vocab, self.c.n_bias, self.c.bias), "logit_bias"))
+
+        cdef PenaltyState * pen
+        if params.has_penalties:
+            pen = penalty_new(n_vocab, params.repeat_last_n, params.repeat_penalty, params.frequency_penalty,
+                              params.presence_penalty, params.penalize_nl, vocab.nl)
+            if pen == NULL:
+                raise MemoryError()
+            llama_sampler_chain_add(self.c.chain, _checked(llama_sampler_init(&penalties_iface, pen), "penalties"))
+            self.c.pen = pen
+            if params.penalty_prompt:
+                self.accept_many(params.penalty_prompt)
+
+        cdef bytes g
+        cdef llama_sampler * gs
+        if params.grammar:
+            g = params.grammar.encode()
+            gs = llama_sampler_init_grammar(vocab.c_vocab, g, b"root")
+            if gs == NULL:
+                raise GrammarError()
+            llama_sampler_chain_add(self.c.chain, gs)
+
+        self.c.fast_greedy = params.is_greedy and not params.grammar
+        if params.temperature <= 0:
+            llama_sampler_chain_add(self.c.chain, llama_sampler_init_greedy())
+        elif params.mirostat == 1:
+            llama_sampler_chain_add(self.c.chain, llama_sampler_init_temp(params.temperature))
+            llama_sampler_chain_add(self.c.chain, llama_sampler_init_mirostat(
+                n_vocab, seed, params.mirostat_tau, params.mirostat_eta, 100))
+        elif params.mirostat == 2:
+            llama_sampler_chain_add(self.c.chain, llama_sampler_init_temp(params.temperature))
+            llama_sampler_chain_add(self.c.chain, llama_sampler_init_mirostat_v2(
+                seed, params.mirostat_tau, params.mirostat_eta))
+        else:
+            for name in params.samplers:
+                self._add_named(name, min_keep)
+            llama_sampler_chain_add(self.c.chain, llama_sampler_init_dist(seed))
+
+    cdef _add_named(self, str name, size_t min_keep):
+        p = self.params
+        cdef TfsState * tfs
+        if name == "top_k":
+            if p.top_k > 0:
+                llama_sampler_chain_add(self.c.chain, llama_sampler_init_top_k(p.top_k))
+        elif name == "tfs_z":
+            if p.tfs_z < 1.0:
+                tfs = <TfsState *> malloc(sizeof(TfsState))
+                tfs.z = p.tfs_z
+                tfs.min_keep = min_keep
+                llama_sampler_chain_add(self.c.chain, llama_sampler_init(&tfs_iface, tfs))
+        elif name == "typical_p":
+            if p.typical_p < 1.0:
+                llama_sampler_chain_add(self.c.chain, llama_sampler_init_typical(p.typical_p, min_keep))
+        elif name == "top_p":
+            if p.top_p < 1.0:
+                llama_sampler_chain_add(self.c.chain, llama_sampler_init_top_p(p.top_p, min_keep))
+        elif name == "min_p":
+            if p.min_p > 0.0:
+                llama_sampler_chain_add(self.c.chain, llama_sampler_init_min_p(p.min_p, min_keep))
+        elif name == "temperature":
+            if p.dynatemp_range > 0:
+                llama_sampler_chain_add(self.c.chain, llama_sampler_init_temp_ext(
+                    p.temperature, p.dynatemp_range, p.dynatemp_exponent))
+            else:
+                llama_sampler_chain_add(self.c.chain, llama_sampler_init_temp(p.temperature))
+
+    def __dealloc__(self):
+        if self.c.chain != NULL:
+            llama_sampler_free(self.c.chain)   # frees the custom samplers' state too
+            self.c.chain = NULL
+            self.c.pen = NULL
+        free(self.c.bias)
+        self.c.bias = NULL
+
+    @property
+    def fast_greedy(self) -> bool:
+        return self.c.fast_greedy
+
+    @property
+    def names(self) -> list:
+        """Names of the samplers in the chain, in order."""
+        return [llama_sampler_name(llama_sampler_chain_get(self.c.chain, i)).decode()
+                for i in range(llama_sampler_chain_n(self.c.chain))]
+
+    def accept_many(self, tokens) -> None:
+        """Feed tokens to the repetition penalties only (the prompt, or penalty_prompt)."""
+        if self.c.pen == NULL:
+            return
+        for t in tokens:
+            penalty_accept(self.c.pen, t)
+
+    def accept(self, llama_token token) -> None:
+        """Feed a generated token to every sampler of the chain (grammar, penalties, mirostat)."""
+        if self.c.fast_greedy:
+            if self.c.pen != NULL:
+                penalty_accept(self.c.pen, token)
+        else:
+            llama_sampler_accept(self.c.chain, token)
+
+    def reset(self) -> None:
+        llama_sampler_reset(self.c.chain)
+
+    def sample(self, Context ctx, int32_t idx) -> int:
+        """Choose the next token from output ``idx`` of the last decode, and accept it."""
+        cdef llama_token tok
+        with nogil:
+            tok = sample_core(&self.c, ctx.c_ctx, idx)
+        if tok < 0:
+            raise LlamacyError(f"no logits for output {idx}")
+        return tok
+
+
+def sample_batch(Context ctx, samplers, indices) -> list:
+    """Sample every (sampler, output index) pair of a step in one call, GIL released."""
+    cdef Py_ssize_t n = len(samplers), i
+    if len(indices) != n:
+        raise ValueError("samplers and indices differ in length")
+    cdef SamplerCore ** cores = <SamplerCore **> malloc(max(n, 1) * sizeof(void *))
+    cdef int32_t * idx = <int32_t *> malloc(max(n, 1) * sizeof(int32_t))
+    cdef llama_token * out = <llama_token *> malloc(max(n, 1) * sizeof(llama_token))
+    cdef llama_context * c_ctx = ctx.c_ctx
+    if cores == NULL or idx == NULL or out == NULL:
+        free(cores); free(idx); free(out)
+        raise MemoryError()
+    try:
+        for i in range(n):
+            cores[i] = &(<Sampler> samplers[i]).c
+            idx[i] = indices[i]
+        with nogil:
+            for i in range(n):
+                out[i] = sample_core(cores[i], c_ctx, idx[i])
+        return [out[i] for i in range(n)]
+    finally:
+        free(cores)
+        free(idx)
+        free(out)
+
+
+def top_probs(Context ctx, int32_t idx, int n) -> list:
+    """The ``n`` most likely tokens of output ``idx`` under a plain softmax of the logits,
+    as [(token, prob)], most likely first. Call before sampling (the fast path edits logits)."""
+    cdef float * logits = llama_get_logits_ith(ctx.c_ctx, idx)
+    if logits == NULL:
+        raise LlamacyError(f"no logits for output {idx}")
+    cdef int32_t n_vocab = ctx.n_vocab, i, j, k
+    n = max(0, min(n, n_vocab))
+    cdef llama_token * best = <llama_token *> malloc(max(n, 1) * sizeof(llama_token))
+    cdef int32_t filled = 0
+    cdef float mx = -INFINITY
+    cdef double total = 0.0
+    try:
+        with nogil:
+            for i in range(n_vocab):
+                if logits[i] > mx:
+                    mx = logits[i]
+            for i in range(n_vocab):
+                if isfinite(logits[i]):
+                    total += expf(logits[i] - mx)
+                if n == 0:
+                    continue
+                if filled < n or logits[i] > logits[best[filled - 1]]:
+                    j = filled if filled < n else n - 1
+                    while j > 0 and logits[best[j - 1]] < logits[i]:
+                        best[j] = best[j - 1]
+                        j -= 1
+                    best[j] = i
+                    if filled < n:
+                        filled += 1
+        return [(best[k], float(expf(logits[best[k]] - mx) / total)) for k in range(filled)]
+    finally:
+        free(best)
+
+
+def tail_free_reference_apply(logits, float z, size_t min_keep=0) -> list:
+    """Run the tail-free sampler on a logits list; returns the kept token ids (for tests)."""
+    cdef size_t n = len(logits), i
+    cdef llama_token_data * data = <llama_token_data *> malloc(max(n, 1) * sizeof(llama_token_data))
+    cdef llama_token_data_array arr
+    try:
+        for i in range(n):
+            data[i].id = i
+            data[i].logit = logits[i]
+            data[i].p = 0
+        arr.data = data
+        arr.size = n
+        arr.selected = -1
+        arr.sorted = False
+        tail_free_apply(&arr, z, min_keep)
+        return [arr.data[i].id for i in range(arr.size)]
+    finally:
+        free(data)
+
+
+def apply_penalties(Model model, params: SamplingParams, history, logits) -> list:
+    """Apply the custom penalties sampler to a logits list after ``history`` (for tests)."""
+    cdef Sampler s = Sampler(model, params)
+    cdef size_t n = len(logits), i
+    cdef llama_token_data * data = <llama_token_data *> malloc(max(n, 1) * sizeof(llama_token_data))
+    cdef llama_token_data_array arr
+    cdef llama_sampler tmp
+    if s.c.pen == NULL:
+        free(data)
+        return list(logits)
+    try:
+        for t in history:
+            penalty_accept(s.c.pen, t)
+        for i in range(n):
+            data[i].id = i
+            data[i].logit = logits[i]
+        arr.data = data
+        arr.size = n
+        arr.selected = -1
+        arr.sorted = False
+        tmp.ctx = s.c.pen
+        _penalties_apply(&tmp, &arr)
+        return [arr.data[i].logit for i in range(n)]
+    finally:
+        free(data)
+

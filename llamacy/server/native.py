@@ -1,0 +1,137 @@
+"""Small native endpoints: /health, /props, /tokenize, /detokenize, /slots."""
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from llamacy.api.completion import generation_settings, tokenize_prompt
+from llamacy.api.fields import get_bool, get_str
+from llamacy.errors import InvalidRequestError, NotSupportedError
+from llamacy.server.base import BaseHandler
+
+
+class HealthHandler(BaseHandler):
+    public = True
+
+    def get(self) -> None:
+        st = self.state
+        if st.status == "loading model":
+            return self.write_json({"status": "loading model"}, 503)
+        if st.status != "ok":
+            return self.write_json({"status": "error"}, 500)
+        sch = st.scheduler
+        idle, busy = sch.n_idle, sch.n_processing
+        out = {"status": "ok" if idle else "no slot available", "slots_idle": idle, "slots_processing": busy}
+        if self.get_query_argument("include_slots", None) is not None and st.config.slots_endpoint:
+            out["slots"] = [s.to_json() for s in sch.slots]
+        status = 200
+        if not idle and self.get_query_argument("fail_on_no_slot", None) is not None:
+            status = 503
+        self.write_json(out, status)
+
+
+class PropsHandler(BaseHandler):
+    def get(self) -> None:
+        st = self.state
+        sch = st.require_ready()
+        self.write_json({
+            "assistant_name": st.system_prompt.assistant_name,
+            "user_name": st.system_prompt.anti_prompt,
+            "default_generation_settings": generation_settings(None, model=st.model_name, n_ctx=sch.n_ctx_slot,
+                                                               n_predict=st.config.n_predict),
+            "total_slots": sch.n_parallel,
+            "chat_template": st.chat_template.source if st.chat_template else "",
+        })
+
+
+class TokenizeHandler(BaseHandler):
+    def post(self) -> None:
+        st = self.state
+        st.require_ready()
+        body = self.json_body()
+        content = body.get("content")
+        if not isinstance(content, str):
+            raise InvalidRequestError("'content' must be a string")
+        add_special = get_bool(body, "add_special", False)
+        tokens = st.model.vocab.tokenize(content, add_special=add_special, parse_special=True)
+        self.write_json({"tokens": tokens})
+
+
+class DetokenizeHandler(BaseHandler):
+    def post(self) -> None:
+        st = self.state
+        st.require_ready()
+        body = self.json_body()
+        tokens = body.get("tokens", [])
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise InvalidRequestError("'tokens' must be an array of token ids")
+        n_vocab = st.model.vocab.n_vocab
+        bad = [t for t in tokens if not 0 <= t < n_vocab]
+        if bad:
+            raise InvalidRequestError(f"'tokens' has id {bad[0]} out of range [0, {n_vocab})")
+        self.write_json({"content": st.model.vocab.detokenize(tokens)})
+
+
+class SlotsHandler(BaseHandler):
+    def get(self) -> None:
+        st = self.state
+        if not st.config.slots_endpoint:
+            raise NotSupportedError("This server does not support slots endpoint.")
+        sch = st.require_ready()
+        self.write_json([s.to_json() for s in sch.slots])
+
+
+_FILENAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
+def slot_file(save_dir: str, filename: str) -> str:
+    """Resolve a client filename inside --slot-save-path, refusing anything that could escape it."""
+    if not _FILENAME.fullmatch(filename) or filename in (".", "..") or filename.startswith("."):
+        raise InvalidRequestError("Invalid filename: use letters, digits, '.', '_' and '-' only, no path")
+    base = os.path.realpath(save_dir)
+    path = os.path.realpath(os.path.join(base, filename))
+    if os.path.dirname(path) != base:
+        raise InvalidRequestError("Invalid filename")
+    return path
+
+
+class SlotActionHandler(BaseHandler):
+    async def post(self, id_slot: str) -> None:
+        st = self.state
+        sch = st.require_ready()
+        action = self.get_query_argument("action", "")
+        idx = int(id_slot)
+        if action == "erase":
+            n = sch.erase_slot(idx)
+            return self.write_json({"id_slot": idx, "n_erased": n})
+        if action not in ("save", "restore"):
+            raise InvalidRequestError(f"Invalid action {action!r}: use save, restore or erase")
+        if not st.config.slot_save_path:
+            raise NotSupportedError("This server does not support slot save/restore (no --slot-save-path).")
+        filename = get_str(self.json_body(), "filename", "")
+        if not filename:
+            raise InvalidRequestError("'filename' is required")
+        path = slot_file(st.config.slot_save_path, filename)
+        t0 = time.perf_counter()
+        if action == "save":
+            tmp = path + f".tmp-{os.getpid()}-{idx}"
+            try:
+                n_saved, n_written = await sch.save_slot(idx, tmp)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            return self.write_json({"id_slot": idx, "filename": filename, "n_saved": n_saved, "n_written": n_written,
+                                    "timings": {"save_ms": (time.perf_counter() - t0) * 1e3}})
+        if not os.path.isfile(path):
+            from llamacy.errors import NotFoundError
+            raise NotFoundError(f"slot file not found: {filename}")
+        try:
+            n_restored, n_read = await sch.restore_slot(idx, path)
+        except InvalidRequestError:
+            raise
+        except Exception as exc:
+            raise InvalidRequestError(f"Unable to restore slot from {filename}: not a valid slot file") from exc
+        self.write_json({"id_slot": idx, "filename": filename, "n_restored": n_restored, "n_read": n_read,
+                         "timings": {"restore_ms": (time.perf_counter() - t0) * 1e3}})

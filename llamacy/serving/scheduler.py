@@ -1,0 +1,452 @@
+"""The batch loop: admission, slot choice, prompt cache, context shift, continuous batching.
+
+One coroutine on the IOLoop runs steps: assemble a Batch (prompt chunks of new requests,
+bounded by n_batch, plus one token for every generating slot), hand it to the one-thread
+engine executor (decode + sample every slot, all GIL-released C calls), then publish each
+slot's token as text and check stops. New requests join between steps.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from llamacy.engine.context import Batch, Context
+from llamacy.engine.model import Model
+from llamacy.engine.sampling import Sampler, sample_batch, top_probs
+from llamacy.errors import InvalidRequestError, LlamacyError, UnavailableError
+from llamacy.serving.slots import Slot, SlotState, common_prefix
+from llamacy.serving.tasks import (CompletionParams, EmbeddingParams, EmbeddingResult, Final, Partial, Task,
+                                   TokenProbs)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats:
+    """Counters behind /metrics and /health."""
+
+    n_prompt_tokens_processed_total: int = 0
+    t_prompt_processing_total: float = 0.0      # seconds
+    n_tokens_predicted_total: int = 0
+    t_tokens_generation_total: float = 0.0      # seconds
+    n_decode_total: int = 0
+    n_requests_total: int = 0
+
+
+class Scheduler:
+    """Owns the context's sequences and runs the decode loop."""
+
+    def __init__(self, model: Model, ctx: Context, *, n_parallel: int, n_batch: int, n_predict: int = -1,
+                 embeddings: bool = False) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.vocab = model.vocab
+        self.n_parallel = n_parallel
+        self.n_batch = max(n_batch, n_parallel)
+        self.n_predict_default = n_predict
+        self.embeddings = embeddings
+        n_ctx_slot = ctx.n_ctx // n_parallel
+        self.slots = [Slot(i, n_ctx_slot) for i in range(n_parallel)]
+        self.queue: collections.deque[Task] = collections.deque()
+        self.batch = Batch(self.n_batch, 1)
+        self.pieces = self.vocab.pieces
+        self.is_eog = bytearray(self.vocab.n_vocab)
+        for t in self.vocab.eog_tokens():
+            self.is_eog[t] = 1
+        self.stats = Stats()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="llamacy-engine")
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task | None = None
+        self._closing = False
+
+    # --- public API (IOLoop thread) -------------------------------------------------
+    @property
+    def n_ctx_slot(self) -> int:
+        return self.slots[0].n_ctx
+
+    def start(self) -> None:
+        self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in list(self.queue):
+            task.push(UnavailableError("server is shutting down"))
+        self.queue.clear()
+        for slot in self.slots:
+            if slot.task is not None:
+                slot.task.push(UnavailableError("server is shutting down"))
+                slot.release()
+        self._wake.set()
+        if self._runner is not None:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._executor.shutdown(wait=True)
+
+    def submit(self, task: Task) -> Task:
+        if self._closing:
+            raise UnavailableError("server is shutting down")
+        p = task.params
+        if isinstance(p, CompletionParams) and p.id_slot >= self.n_parallel:
+            raise InvalidRequestError(f"id_slot {p.id_slot} out of range [0, {self.n_parallel})")
+        task.t_queued = time.perf_counter()
+        self.stats.n_requests_total += 1
+        self.queue.append(task)
+        self._wake.set()
+        return task
+
+    @property
+    def n_idle(self) -> int:
+        return sum(not s.is_busy for s in self.slots)
+
+    @property
+    def n_processing(self) -> int:
+        return self.n_parallel - self.n_idle
+
+    @property
+    def n_deferred(self) -> int:
+        return len(self.queue)
+
+    def kv_tokens(self) -> int:
+        return sum(s.n_past for s in self.slots)
+
+    # --- slot operations used by the /slots endpoints --------------------------------
+    def idle_slot(self, id_slot: int) -> Slot:
+        if not (0 <= id_slot < self.n_parallel):
+            raise InvalidRequestError(f"id_slot {id_slot} out of range [0, {self.n_parallel})")
+        slot = self.slots[id_slot]
+        if slot.is_busy:
+            raise UnavailableError(f"slot {id_slot} is busy")
+        return slot
+
+    def erase_slot(self, id_slot: int) -> int:
+        slot = self.idle_slot(id_slot)
+        n = slot.n_past
+        self.ctx.seq_rm(slot.id, -1, -1)
+        slot.cache_tokens = []
+        return n
+
+    async def save_slot(self, id_slot: int, path: str) -> tuple[int, int]:
+        slot = self.idle_slot(id_slot)
+        tokens = list(slot.cache_tokens)
+        n = await self._in_engine(self.ctx.seq_save_file, path, slot.id, tokens)
+        return len(tokens), n
+
+    async def restore_slot(self, id_slot: int, path: str) -> tuple[int, int]:
+        slot = self.idle_slot(id_slot)
+        slot.state = SlotState.RESERVED   # keep it from being chosen while the engine loads
+        try:
+            self.ctx.seq_rm(slot.id, -1, -1)
+            slot.cache_tokens = []
+            n, tokens = await self._in_engine(self.ctx.seq_load_file, path, slot.id, slot.n_ctx)
+        except LlamacyError:
+            self.ctx.seq_rm(slot.id, -1, -1)
+            raise
+        finally:
+            slot.state = SlotState.IDLE
+        slot.cache_tokens = tokens
+        return len(tokens), n
+
+    async def _in_engine(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # --- the loop ----------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            self._drop_cancelled()
+            self._admit()
+            if self.queue and self.queue[0].kind == "embedding" and self._has_free_slot():
+                await self._embedding_step(loop)
+                continue
+            plan = self._assemble()
+            if plan is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                result = await loop.run_in_executor(self._executor, self._decode_and_sample, plan)
+            except LlamacyError as exc:
+                log.error("decode failed: %s", exc)
+                self._fail_batch(plan, exc)
+                continue
+            self._publish(plan, *result)
+
+    def _has_free_slot(self) -> bool:
+        return any(not s.is_busy for s in self.slots)
+
+    def _drop_cancelled(self) -> None:
+        if any(t.cancelled for t in self.queue):
+            self.queue = collections.deque(t for t in self.queue if not t.cancelled)
+        for slot in self.slots:
+            if slot.task is not None and slot.task.cancelled:
+                log.info("slot %d: task %d cancelled by client", slot.id, slot.task.id)
+                self._finish(slot, notify=False)
+
+    def _admit(self) -> None:
+        """Give queued completion tasks a slot (FIFO; a pinned task waits for its slot)."""
+        if not self.queue:
+            return
+        waiting = collections.deque()
+        while self.queue:
+            task = self.queue.popleft()
+            if task.kind != "completion":
+                waiting.append(task)
+                waiting.extend(self.queue)
+                self.queue.clear()
+                break
+            slot = self._choose_slot(task.params)
+            if slot is None:
+                waiting.append(task)
+                continue
+            try:
+                self._start(slot, task)
+            except LlamacyError as exc:
+                slot.release()
+                task.push(exc)
+        self.queue = waiting
+
+    def _choose_slot(self, p: CompletionParams) -> Slot | None:
+        if p.id_slot >= 0:
+            slot = self.slots[p.id_slot]
+            return None if slot.is_busy else slot
+        idle = [s for s in self.slots if not s.is_busy]
+        if not idle:
+            return None
+        if p.cache_prompt:
+            return max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), -s.last_used))
+        return min(idle, key=lambda s: s.last_used)
+
+    def _start(self, slot: Slot, task: Task) -> None:
+        p: CompletionParams = task.params
+        n_ctx = slot.n_ctx
+        tokens = list(p.prompt_tokens)
+        n_keep = len(tokens) if p.n_keep < 0 else p.n_keep
+        n_keep = min(n_keep, n_ctx - 4)
+        truncated = False
+        if len(tokens) >= n_ctx:
+            # keep the first n_keep tokens, drop whole blocks from the middle (llama.cpp's rule)
+            n_block = max((n_ctx - n_keep) // 2, 1)
+            erased_blocks = (len(tokens) - n_keep - n_block) // n_block
+            tokens = tokens[:n_keep] + tokens[n_keep + erased_blocks * n_block:]
+            truncated = True
+            log.warning("slot %d: prompt truncated to %d tokens (n_ctx %d)", slot.id, len(tokens), n_ctx)
+        sampling = p.sampling
+        if sampling.repeat_last_n < 0:
+            sampling.repeat_last_n = n_ctx
+        sampler = Sampler(self.model, sampling)
+        if sampling.penalty_prompt is None:
+            sampler.accept_many(tokens)
+        n_predict = p.n_predict
+        if n_predict < 0 or (self.n_predict_default >= 0 and n_predict > self.n_predict_default):
+            n_predict = self.n_predict_default if self.n_predict_default >= 0 else n_predict
+        # prompt cache: keep the common prefix, always re-evaluate at least one token for logits
+        n_common = common_prefix(slot.cache_tokens, tokens) if p.cache_prompt else 0
+        n_common = max(0, min(n_common, len(tokens) - 1))
+        if n_common < slot.n_past:
+            if not self.ctx.seq_rm(slot.id, n_common, -1):
+                self.ctx.seq_rm(slot.id, -1, -1)
+                n_common = 0
+            del slot.cache_tokens[n_common:]
+        slot.start(task, sampler, tokens, n_predict, n_keep, truncated)
+        log.debug("slot %d: task %d started, %d prompt tokens, %d cached", slot.id, task.id, len(tokens), n_common)
+
+    def _assemble(self):
+        """Fill the batch: one token per generating slot, then prompt chunks up to n_batch."""
+        batch = self.batch
+        batch.clear()
+        outputs: list[tuple[Slot, int]] = []       # (slot, batch index) to sample
+        added: list[tuple[Slot, list[int]]] = []   # tokens entering each slot's KV
+        for slot in self.slots:
+            if slot.state != SlotState.GENERATING:
+                continue
+            if slot.n_past + 1 > slot.n_ctx:
+                self._context_shift(slot)
+            tok = slot.pending_token
+            outputs.append((slot, batch.add(tok, slot.n_past, slot.id, True)))
+            added.append((slot, [tok]))
+        budget = self.n_batch - batch.n_tokens
+        for slot in self.slots:
+            if slot.state != SlotState.PROMPT or budget <= 0:
+                continue
+            start = slot.n_past
+            chunk = slot.prompt_tokens[start:start + budget]
+            last = start + len(chunk) == len(slot.prompt_tokens)
+            want = last and slot.n_predict != 0
+            idx = batch.add_sequence(chunk, start, slot.id, want)
+            budget -= len(chunk)
+            added.append((slot, chunk))
+            if want:
+                outputs.append((slot, idx))
+        if batch.n_tokens == 0:
+            # prompts fully cached with n_predict == 0 finish without a decode
+            for slot in self.slots:
+                if slot.state == SlotState.PROMPT and slot.n_past >= len(slot.prompt_tokens):
+                    self._finish(slot)
+            return None
+        return outputs, added
+
+    def _context_shift(self, slot: Slot) -> None:
+        n_keep = slot.n_keep
+        n_left = slot.n_past - n_keep
+        n_discard = max(n_left // 2, 1)
+        log.info("slot %d: context shift, keeping %d, discarding %d", slot.id, n_keep, n_discard)
+        self.ctx.seq_rm(slot.id, n_keep, n_keep + n_discard)
+        self.ctx.seq_add(slot.id, n_keep + n_discard, slot.n_past, -n_discard)
+        del slot.cache_tokens[n_keep:n_keep + n_discard]
+        slot.truncated = True
+
+    def _decode_and_sample(self, plan):
+        """Engine thread: decode the batch, then sample every output in one call."""
+        outputs, _ = plan
+        t0 = time.perf_counter()
+        self.ctx.decode(self.batch)
+        probs = [top_probs(self.ctx, idx, slot.n_probs) if slot.n_probs > 0 else None for slot, idx in outputs]
+        tokens = sample_batch(self.ctx, [slot.sampler for slot, _ in outputs], [idx for _, idx in outputs])
+        return tokens, probs, time.perf_counter() - t0
+
+    def _fail_batch(self, plan, exc: LlamacyError) -> None:
+        for slot, _ in plan[1]:
+            if slot.task is not None:
+                slot.task.push(exc)
+                self._finish(slot, notify=False)
+            self.ctx.seq_rm(slot.id, -1, -1)
+            slot.cache_tokens = []
+
+    def _publish(self, plan, tokens: list[int], probs: list, dt: float) -> None:
+        outputs, added = plan
+        now = time.perf_counter()
+        stats = self.stats
+        stats.n_decode_total += 1
+        n_prompt = 0
+        for slot, toks in added:
+            slot.cache_tokens.extend(toks)
+            if slot.state == SlotState.PROMPT:
+                n_prompt += len(toks)
+                slot.n_prompt_evaluated += len(toks)
+                if slot.n_past >= len(slot.prompt_tokens):
+                    slot.t_prompt_done = now
+                    slot.state = SlotState.GENERATING
+                    if slot.n_predict == 0:
+                        self._finish(slot)
+        n_gen = len(outputs)
+        if n_prompt:
+            stats.n_prompt_tokens_processed_total += n_prompt
+            stats.t_prompt_processing_total += dt * n_prompt / (n_prompt + n_gen)
+        if n_gen:
+            stats.n_tokens_predicted_total += n_gen
+            stats.t_tokens_generation_total += dt * n_gen / (n_prompt + n_gen)
+        pieces, is_eog = self.pieces, self.is_eog
+        for (slot, _), tok, prob in zip(outputs, tokens, probs):
+            if slot.task is None or slot.task.cancelled:
+                continue
+            slot.n_decoded += 1
+            slot.generated.append(tok)
+            if is_eog[tok]:
+                self._finish(slot, stopped_eos=True)
+                continue
+            slot.pending_token = tok
+            piece = pieces[tok]
+            new_text = slot.text.push(piece)
+            if prob is not None:
+                tp = TokenProbs(tok, piece, prob)
+                slot.probs.append(tp)
+                slot.probs_unsent.append(tp)
+            if slot.text.stopping_word:
+                self._finish(slot, stopped_word=True, last_text=new_text)
+            elif 0 <= slot.n_predict <= slot.n_decoded:
+                self._finish(slot, stopped_limit=True, last_text=new_text)
+            elif slot.stream and (new_text or slot.probs_unsent):
+                slot.task.push(Partial(new_text, slot.probs_unsent))
+                slot.probs_unsent = []
+
+    def _finish(self, slot: Slot, *, stopped_eos=False, stopped_limit=False, stopped_word=False,
+                notify=True, last_text: str = "") -> None:
+        task = slot.task
+        if task is not None and notify:
+            tail = last_text + slot.text.flush()
+            if slot.stream and (tail or slot.probs_unsent):
+                task.push(Partial(tail, slot.probs_unsent))
+            now = time.perf_counter()
+            t_prompt_done = slot.t_prompt_done or now
+            prompt_ms = (t_prompt_done - slot.t_start) * 1e3
+            gen_ms = (now - t_prompt_done) * 1e3
+            n_prompt = slot.n_prompt_evaluated
+            n_gen = slot.n_decoded
+            timings = {
+                "prompt_n": n_prompt, "prompt_ms": prompt_ms,
+                "prompt_per_token_ms": prompt_ms / n_prompt if n_prompt else 0.0,
+                "prompt_per_second": 1e3 * n_prompt / prompt_ms if prompt_ms > 0 and n_prompt else 0.0,
+                "predicted_n": n_gen, "predicted_ms": gen_ms,
+                "predicted_per_token_ms": gen_ms / n_gen if n_gen else 0.0,
+                "predicted_per_second": 1e3 * n_gen / gen_ms if gen_ms > 0 and n_gen else 0.0,
+            }
+            task.push(Final(
+                content=slot.text.text, probs=slot.probs, id_slot=slot.id, stopped_eos=stopped_eos,
+                stopped_limit=stopped_limit, stopped_word=stopped_word, stopping_word=slot.text.stopping_word,
+                tokens_predicted=n_gen, tokens_evaluated=len(slot.prompt_tokens), tokens_cached=slot.n_past,
+                truncated=slot.truncated, timings=timings, generated_tokens=slot.generated))
+        slot.release()
+        self._wake.set()
+
+    # --- embeddings ----------------------------------------------------------------------
+    async def _embedding_step(self, loop) -> None:
+        """Embed queued inputs together in one batch, each in a free slot's sequence."""
+        free = [s for s in self.slots if not s.is_busy]
+        jobs: list[tuple[Task, Slot]] = []
+        budget = self.n_batch
+        while self.queue and self.queue[0].kind == "embedding" and free:
+            n = len(self.queue[0].params.prompt_tokens)
+            if n > budget and jobs:
+                break
+            task = self.queue.popleft()
+            if task.cancelled:
+                continue
+            slot = free.pop(0)
+            slot.state = SlotState.RESERVED
+            jobs.append((task, slot))
+            budget -= n
+        if not jobs:
+            return
+        try:
+            results = await loop.run_in_executor(self._executor, self._embed, jobs)
+        except LlamacyError as exc:
+            results = [exc] * len(jobs)
+        for (task, slot), res in zip(jobs, results):
+            slot.state = SlotState.IDLE
+            task.push(res)
+
+    def _embed(self, jobs):
+        ctx, batch = self.ctx, self.batch
+        batch.clear()
+        per_token = ctx.pooling == "none"
+        spans = []
+        for task, slot in jobs:
+            ctx.seq_rm(slot.id, -1, -1)
+            slot.cache_tokens = []
+            toks = task.params.prompt_tokens
+            first = batch.n_tokens
+            for i, t in enumerate(toks):
+                batch.add(t, i, slot.id, True)
+            spans.append((first, len(toks)))
+        ctx.set_embeddings(True)
+        try:
+            ctx.decode(batch)
+            out = []
+            for (task, slot), (first, n) in zip(jobs, spans):
+                if per_token:
+                    emb = [ctx.embeddings_ith(first + i).tolist() for i in range(n)]
+                else:
+                    emb = ctx.embeddings_seq(slot.id).tolist()
+                out.append(EmbeddingResult(emb, n))
+            return out
+        finally:
+            ctx.set_embeddings(False)
+            for _, slot in jobs:
+                ctx.seq_rm(slot.id, -1, -1)

@@ -1,0 +1,34 @@
+# Hand-written declarations of the parts of ggml.h / ggml-cpu.h that llamacy uses.
+# Extern'd from the real headers of the pinned engine (see PIN), so the C compiler checks them.
+
+cdef extern from "ggml.h" nogil:
+    cdef enum ggml_type:
+        GGML_TYPE_F32
+        GGML_TYPE_F16
+        GGML_TYPE_Q4_0
+        GGML_TYPE_Q4_1
+        GGML_TYPE_Q5_0
+        GGML_TYPE_Q5_1
+        GGML_TYPE_Q8_0
+        GGML_TYPE_IQ4_NL
+        GGML_TYPE_BF16
+
+    cdef enum ggml_log_level:
+        GGML_LOG_LEVEL_NONE
+        GGML_LOG_LEVEL_DEBUG
+        GGML_LOG_LEVEL_INFO
+        GGML_LOG_LEVEL_WARN
+        GGML_LOG_LEVEL_ERROR
+        GGML_LOG_LEVEL_CONT
+
+    ctypedef void (*ggml_log_callback)(ggml_log_level level, const char * text, void * user_data) noexcept
+    ctypedef bint (*ggml_abort_callback)(void * data) noexcept
+
+
+cdef extern from "ggml-cpu.h" nogil:
+    cdef enum ggml_numa_strategy:
+        GGML_NUMA_STRATEGY_DISABLED
+        GGML_NUMA_STRATEGY_DISTRIBUTE
+        GGML_NUMA_STRATEGY_ISOLATE
+        GGML_NUMA_STRATEGY_NUMACTL
+        GGML_NUMA_STRATEGY_MIRROR
