@@ -56,6 +56,16 @@ class BuildExtWithEngine(build_ext):
                 shutil.copy2(os.path.realpath(lib), os.path.join(target, os.path.basename(lib)))
 
 
+class BuildPyWithWebui(build_py):
+    """build_py that also ships the repository's webui/ as llamacy/webui (the default --path)."""
+
+    def run(self) -> None:
+        super().run()
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "webui")
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(self.build_lib, "llamacy", "webui"), dirs_exist_ok=True)
+
+
 include_dir, lib_dir = engine_dirs()
 extensions = [
     Extension(
@@ -76,5 +86,5 @@ setup(
         compiler_directives={"language_level": 3, "embedsignature": True},
         include_path=["."],
     ),
-    cmdclass={"build_ext": BuildExtWithEngine, "build_py": build_py},
+    cmdclass={"build_ext": BuildExtWithEngine, "build_py": BuildPyWithWebui},
 )

@@ -47,7 +47,7 @@ cdef class Context:
                  float rope_freq_scale=0.0, float yarn_ext_factor=-1.0, float yarn_attn_factor=1.0,
                  float yarn_beta_fast=32.0, float yarn_beta_slow=1.0, int yarn_orig_ctx=0, pooling=None,
                  bint flash_attn=False, str type_k="f16", str type_v="f16", float defrag_thold=-1.0,
-                 bint embeddings=False, bint kv_unified=True, bint offload_kqv=True):
+                 bint embeddings=False, bint kv_unified=False, bint offload_kqv=True):
         if model.c_model == NULL:
             raise LlamacyError("model is closed")
         for name, val in (("cache type k", type_k), ("cache type v", type_v)):

@@ -427,6 +427,27 @@ cdef class Sampler:
     def reset(self) -> None:
         llama_sampler_reset(self.c.chain)
 
+    def top_probs(self, Context ctx, int32_t idx, int n) -> list:
+        """The ``n`` most likely next tokens after this request's penalties and logit bias
+        (a softmax over the adjusted logits). Call before ``sample``."""
+        cdef float * logits = llama_get_logits_ith(ctx.c_ctx, idx)
+        if logits == NULL:
+            raise LlamacyError(f"no logits for output {idx}")
+        cdef int32_t n_vocab = self.c.n_vocab, k
+        cdef float * scratch = <float *> malloc(n_vocab * sizeof(float))
+        if scratch == NULL:
+            raise MemoryError()
+        try:
+            with nogil:
+                memcpy(scratch, logits, n_vocab * sizeof(float))
+                if self.c.pen != NULL:
+                    penalty_apply_row(self.c.pen, scratch)
+                for k in range(self.c.n_bias):
+                    scratch[self.c.bias[k].token] += self.c.bias[k].bias
+            return _top_n(scratch, n_vocab, n)
+        finally:
+            free(scratch)
+
     def sample(self, Context ctx, int32_t idx) -> int:
         """Choose the next token from output ``idx`` of the last decode, and accept it."""
         cdef llama_token tok
@@ -463,18 +484,15 @@ def sample_batch(Context ctx, samplers, indices) -> list:
         free(out)
 
 
-def top_probs(Context ctx, int32_t idx, int n) -> list:
-    """The ``n`` most likely tokens of output ``idx`` under a plain softmax of the logits,
-    as [(token, prob)], most likely first. Call before sampling (the fast path edits logits)."""
-    cdef float * logits = llama_get_logits_ith(ctx.c_ctx, idx)
-    if logits == NULL:
-        raise LlamacyError(f"no logits for output {idx}")
-    cdef int32_t n_vocab = ctx.n_vocab, i, j, k
+cdef list _top_n(const float * logits, int32_t n_vocab, int n):
+    """The ``n`` largest entries of a logits row under a softmax: [(token, prob)], best first."""
     n = max(0, min(n, n_vocab))
     cdef llama_token * best = <llama_token *> malloc(max(n, 1) * sizeof(llama_token))
-    cdef int32_t filled = 0
+    cdef int32_t filled = 0, i, j, k
     cdef float mx = -INFINITY
     cdef double total = 0.0
+    if best == NULL:
+        raise MemoryError()
     try:
         with nogil:
             for i in range(n_vocab):
@@ -496,6 +514,14 @@ def top_probs(Context ctx, int32_t idx, int n) -> list:
         return [(best[k], float(expf(logits[best[k]] - mx) / total)) for k in range(filled)]
     finally:
         free(best)
+
+
+def top_probs(Context ctx, int32_t idx, int n) -> list:
+    """The ``n`` most likely tokens of output ``idx`` under a plain softmax of the raw logits."""
+    cdef float * logits = llama_get_logits_ith(ctx.c_ctx, idx)
+    if logits == NULL:
+        raise LlamacyError(f"no logits for output {idx}")
+    return _top_n(logits, ctx.n_vocab, n)
 
 
 def tail_free_reference_apply(logits, float z, size_t min_keep=0) -> list:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from llamacy.engine.context import Batch, Context
 from llamacy.engine.model import Model
-from llamacy.engine.sampling import Sampler, sample_batch, top_probs
+from llamacy.engine.sampling import Sampler, sample_batch
 from llamacy.errors import InvalidRequestError, LlamacyError, UnavailableError
 from llamacy.serving.slots import Slot, SlotState, common_prefix
 from llamacy.serving.tasks import (CompletionParams, EmbeddingParams, EmbeddingResult, Final, Partial, Task,
@@ -46,7 +46,7 @@ class Scheduler:
         self.ctx = ctx
         self.vocab = model.vocab
         self.n_parallel = n_parallel
-        self.n_batch = max(n_batch, n_parallel)
+        self.n_batch = max(min(n_batch, ctx.n_batch), n_parallel)
         self.n_predict_default = n_predict
         self.embeddings = embeddings
         n_ctx_slot = ctx.n_ctx // n_parallel
@@ -307,7 +307,8 @@ class Scheduler:
         outputs, _ = plan
         t0 = time.perf_counter()
         self.ctx.decode(self.batch)
-        probs = [top_probs(self.ctx, idx, slot.n_probs) if slot.n_probs > 0 else None for slot, idx in outputs]
+        probs = [slot.sampler.top_probs(self.ctx, idx, slot.n_probs) if slot.n_probs > 0 else None
+                 for slot, idx in outputs]
         tokens = sample_batch(self.ctx, [slot.sampler for slot, _ in outputs], [idx for _, idx in outputs])
         return tokens, probs, time.perf_counter() - t0
 

@@ -1,0 +1,89 @@
+"""Test helpers: a real llamacy server process on a free loopback port, SSE parsing."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m llamacy`` with the given flags, on 127.0.0.1 and a free port."""
+
+    def __init__(self, *args: str, env: dict | None = None, scheme: str = "http", wait: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "llamacy", "--host", "127.0.0.1", "--port", str(self.port),
+               "--log-format", "text", *args]
+        self.log_path = os.path.join(tempfile.gettempdir(), f"llamacy-test-{self.port}.log")
+        self._log = open(self.log_path, "w+b")
+        # Run outside the repository (so ``-m llamacy`` can't pick up the uncompiled source tree)
+        # with the same llamacy the tests imported.
+        import llamacy
+        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(llamacy.__file__)))
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=tempfile.gettempdir(),
+                                     env={**os.environ, "PYTHONPATH": pkg_root, **(env or {})})
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                r = requests.get(self.url + "/health", timeout=1, verify=False)
+                if r.status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def post(self, path: str, json=None, **kw):
+        kw.setdefault("timeout", 120)
+        return requests.post(self.url + path, json=json, **kw)
+
+    def get(self, path: str, **kw):
+        kw.setdefault("timeout", 30)
+        return requests.get(self.url + path, **kw)
+
+
+def sse_events(response) -> list[dict]:
+    """Parse a server-sent events response into its JSON payloads."""
+    import json
+    out = []
+    for line in response.iter_lines():
+        if line.startswith(b"data: "):
+            data = line[6:]
+            if data == b"[DONE]":
+                break
+            out.append(json.loads(data))
+    return out
