@@ -25,7 +25,10 @@ class CompletionHandler(BaseHandler):
 
     async def post(self) -> None:
         scheduler = self.state.require_ready()
-        params = self.parse(self.json_body())
+        body = self.json_body()
+        if body.get("system_prompt") is not None:
+            self.state.set_system_prompt(body["system_prompt"])
+        params = self.parse(body)
         if self.state.config.verbose:
             log.debug("completion request: %d prompt tokens: %s", len(params.prompt_tokens), params.prompt_tokens)
         self.task = scheduler.submit(Task(params))

@@ -26,6 +26,7 @@ class ServerState:
     model_path: str = ""
     model = None
     ctx = None
+    embed_ctx = None
     scheduler = None
     chat_template = None
     system_prompt: SystemPrompt = field(default_factory=SystemPrompt)
@@ -42,6 +43,23 @@ class ServerState:
             raise LlamacyError("Model failed to load")
         return self.scheduler
 
+    def set_system_prompt(self, obj) -> None:
+        """The spec's ``system_prompt`` object {prompt, anti_prompt, assistant_name}, shared by all slots."""
+        from llamacy.errors import InvalidRequestError
+        if not isinstance(obj, dict):
+            raise InvalidRequestError("'system_prompt' must be an object with prompt, anti_prompt, assistant_name")
+        fields = {}
+        for name in ("prompt", "anti_prompt", "assistant_name"):
+            val = obj.get(name, "")
+            if not isinstance(val, str):
+                raise InvalidRequestError(f"'system_prompt.{name}' must be a string")
+            fields[name] = val
+        sp = SystemPrompt(**fields)
+        vocab = self.model.vocab
+        tokens = vocab.tokenize(sp.prompt, add_special=vocab.add_bos, parse_special=True) if sp.prompt else []
+        self.scheduler.set_system_prompt(tokens)
+        self.system_prompt = sp
+
     @property
     def add_bos(self) -> bool:
         """The spec's BOS rule: only while no system prompt is set."""
@@ -54,6 +72,7 @@ def load_engine(state: ServerState) -> None:
     from llamacy.engine.model import Model, init_backend, supports_gpu_offload
     from llamacy.models import default_model_path
     from llamacy.serving.scheduler import Scheduler
+    from llamacy.api.chat_template import resolve_chat_template
 
     c = state.config
     init_backend(verbose=c.verbose, numa=c.numa)
@@ -66,16 +85,49 @@ def load_engine(state: ServerState) -> None:
     for lora in c.lora:
         model.load_lora(lora, 1.0)
     n_ctx = c.n_ctx if c.n_ctx > 0 else model.n_ctx_train
+    pooling = c.pooling
+    if c.embeddings and pooling is None:
+        meta = model.metadata
+        if f"{meta.get('general.architecture')}.pooling_type" not in meta:
+            pooling = "mean"   # a generative model names no pooling: mean gives one vector per input
     ctx = Context(model, n_ctx=n_ctx, n_batch=c.n_batch, n_ubatch=c.n_ubatch, n_seq_max=c.n_parallel,
                   n_threads=c.threads, n_threads_batch=c.threads_batch, rope_scaling=c.rope_scaling,
                   rope_freq_base=c.rope_freq_base, rope_freq_scale=c.rope_freq_scale,
                   yarn_ext_factor=c.yarn_ext_factor, yarn_attn_factor=c.yarn_attn_factor,
-                  yarn_beta_fast=c.yarn_beta_fast, yarn_beta_slow=c.yarn_beta_slow, pooling=c.pooling,
+                  yarn_beta_fast=c.yarn_beta_fast, yarn_beta_slow=c.yarn_beta_slow, pooling=None,
                   flash_attn=c.flash_attn, type_k=c.cache_type_k, type_v=c.cache_type_v,
                   defrag_thold=c.defrag_thold, embeddings=False)
     model.vocab.pieces  # build the piece table before serving
+    vocab = model.vocab
+    state.chat_template = resolve_chat_template(
+        c.chat_template, model.chat_template(),
+        bos_token=vocab.token_text(vocab.bos) if vocab.bos >= 0 else "",
+        eos_token=vocab.token_text(vocab.eos) if vocab.eos >= 0 else "")
     state.model, state.ctx = model, ctx
+    embed_ctx = None
+    if c.embeddings:
+        # one ubatch per embedding step: pooling needs each input's tokens in a single ubatch
+        embed_ctx = Context(model, n_ctx=c.n_ubatch, n_batch=c.n_ubatch, n_ubatch=c.n_ubatch,
+                            n_seq_max=min(max(c.n_parallel, 8), 64), n_threads=c.threads,
+                            n_threads_batch=c.threads_batch, pooling=pooling, embeddings=True, kv_unified=True,
+                            type_k=c.cache_type_k, type_v=c.cache_type_v)
+    state.embed_ctx = embed_ctx
     state.scheduler = Scheduler(model, ctx, n_parallel=c.n_parallel, n_batch=c.n_batch, n_predict=c.n_predict,
-                                embeddings=c.embeddings)
+                                embed_ctx=embed_ctx)
+    if c.system_prompt_file:
+        state.set_system_prompt(read_system_prompt_file(c.system_prompt_file))
     log.info("model loaded: %s (%s, n_ctx %d, %d slots of %d)", os.path.basename(path), model.desc, ctx.n_ctx,
              c.n_parallel, ctx.n_ctx // c.n_parallel)
+
+
+def read_system_prompt_file(path: str) -> dict:
+    """-spf FILE: a JSON file holding the system_prompt object (or {"system_prompt": {...}})."""
+    import orjson
+    try:
+        with open(path, "rb") as f:
+            data = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read system prompt file {path}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("system_prompt"), dict):
+        data = data["system_prompt"]
+    return data

@@ -41,14 +41,18 @@ class Scheduler:
     """Owns the context's sequences and runs the decode loop."""
 
     def __init__(self, model: Model, ctx: Context, *, n_parallel: int, n_batch: int, n_predict: int = -1,
-                 embeddings: bool = False) -> None:
+                 embed_ctx: Context | None = None) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
         self.n_parallel = n_parallel
         self.n_batch = max(min(n_batch, ctx.n_batch), n_parallel)
         self.n_predict_default = n_predict
-        self.embeddings = embeddings
+        # Embeddings run in their own context (unified KV, pooling, embeddings on): libllama pools
+        # multi-sequence batches correctly only with a unified KV cache, while generation wants a
+        # stream per slot so a slot's numbers never depend on its neighbours.
+        self.embed_ctx = embed_ctx
+        self.embed_batch = Batch(embed_ctx.n_batch, 1) if embed_ctx is not None else None
         n_ctx_slot = ctx.n_ctx // n_parallel
         self.slots = [Slot(i, n_ctx_slot) for i in range(n_parallel)]
         self.queue: collections.deque[Task] = collections.deque()
@@ -62,6 +66,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._runner: asyncio.Task | None = None
         self._closing = False
+        self.system_tokens: list[int] = []     # shared prefix of every slot (the system prompt)
+        self._system_pending: list[int] | None = None
 
     # --- public API (IOLoop thread) -------------------------------------------------
     @property
@@ -100,6 +106,14 @@ class Scheduler:
         self.queue.append(task)
         self._wake.set()
         return task
+
+    def set_system_prompt(self, tokens: list[int]) -> None:
+        """Replace the system prompt. It is decoded once, when no slot is busy, into slot 0's
+        sequence and copied into every other slot's; requests wait until then."""
+        if len(tokens) >= self.n_ctx_slot - 4:
+            raise InvalidRequestError(f"system prompt has {len(tokens)} tokens; the slot context is {self.n_ctx_slot}")
+        self._system_pending = list(tokens)
+        self._wake.set()
 
     @property
     def n_idle(self) -> int:
@@ -161,8 +175,11 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while not self._closing:
             self._drop_cancelled()
-            self._admit()
-            if self.queue and self.queue[0].kind == "embedding" and self._has_free_slot():
+            if self._system_pending is not None and not any(slot.is_busy for slot in self.slots):
+                await self._apply_system_prompt(loop)
+            if self._system_pending is None:   # new work waits for a pending system prompt
+                self._admit()
+            if self.queue and self.queue[0].kind == "embedding":
                 await self._embedding_step(loop)
                 continue
             plan = self._assemble()
@@ -178,8 +195,36 @@ class Scheduler:
                 continue
             self._publish(plan, *result)
 
-    def _has_free_slot(self) -> bool:
-        return any(not s.is_busy for s in self.slots)
+    async def _apply_system_prompt(self, loop) -> None:
+        tokens, self._system_pending = self._system_pending, None
+        for slot in self.slots:
+            slot.state = SlotState.RESERVED
+        try:
+            await loop.run_in_executor(self._executor, self._decode_system_prompt, tokens)
+            self.system_tokens = tokens
+            self.stats.n_prompt_tokens_processed_total += len(tokens)
+        except LlamacyError as exc:
+            log.error("system prompt failed: %s", exc)
+            self.ctx.memory_clear()
+            self.system_tokens = []
+            tokens = []
+        finally:
+            for slot in self.slots:
+                slot.state = SlotState.IDLE
+                slot.cache_tokens = list(tokens)
+        log.info("system prompt set: %d tokens in %d slots", len(tokens), len(self.slots))
+
+    def _decode_system_prompt(self, tokens: list[int]) -> None:
+        """Engine thread: decode the system prompt into sequence 0, copy it to the others."""
+        self.ctx.memory_clear()
+        if not tokens:
+            return
+        for start in range(0, len(tokens), self.n_batch):
+            self.batch.clear()
+            self.batch.add_sequence(tokens[start:start + self.n_batch], start, 0, False)
+            self.ctx.decode(self.batch)
+        for slot in self.slots[1:]:
+            self.ctx.seq_cp(0, slot.id)
 
     def _drop_cancelled(self) -> None:
         if any(t.cancelled for t in self.queue):
@@ -226,8 +271,9 @@ class Scheduler:
     def _start(self, slot: Slot, task: Task) -> None:
         p: CompletionParams = task.params
         n_ctx = slot.n_ctx
-        tokens = list(p.prompt_tokens)
-        n_keep = len(tokens) if p.n_keep < 0 else p.n_keep
+        system = self.system_tokens if p.with_system_prompt else []
+        tokens = system + p.prompt_tokens
+        n_keep = len(tokens) if p.n_keep < 0 else len(system) + p.n_keep
         n_keep = min(n_keep, n_ctx - 4)
         truncated = False
         if len(tokens) >= n_ctx:
@@ -242,12 +288,14 @@ class Scheduler:
             sampling.repeat_last_n = n_ctx
         sampler = Sampler(self.model, sampling)
         if sampling.penalty_prompt is None:
-            sampler.accept_many(tokens)
+            sampler.accept_many(tokens[len(system):])
         n_predict = p.n_predict
         if n_predict < 0 or (self.n_predict_default >= 0 and n_predict > self.n_predict_default):
             n_predict = self.n_predict_default if self.n_predict_default >= 0 else n_predict
         # prompt cache: keep the common prefix, always re-evaluate at least one token for logits
-        n_common = common_prefix(slot.cache_tokens, tokens) if p.cache_prompt else 0
+        n_common = common_prefix(slot.cache_tokens, tokens)
+        if not p.cache_prompt:
+            n_common = min(n_common, len(system))   # the shared system prompt is always reused
         n_common = max(0, min(n_common, len(tokens) - 1))
         if n_common < slot.n_past:
             if not self.ctx.seq_rm(slot.id, n_common, -1):
@@ -398,56 +446,46 @@ class Scheduler:
 
     # --- embeddings ----------------------------------------------------------------------
     async def _embedding_step(self, loop) -> None:
-        """Embed queued inputs together in one batch, each in a free slot's sequence."""
-        free = [s for s in self.slots if not s.is_busy]
-        jobs: list[tuple[Task, Slot]] = []
-        budget = self.n_batch
-        while self.queue and self.queue[0].kind == "embedding" and free:
+        """Embed queued inputs together in one batch of the embedding context."""
+        jobs: list[Task] = []
+        budget = self.embed_batch.capacity
+        n_seq = self.embed_ctx.n_seq_max
+        while self.queue and self.queue[0].kind == "embedding" and len(jobs) < n_seq:
             n = len(self.queue[0].params.prompt_tokens)
             if n > budget and jobs:
                 break
             task = self.queue.popleft()
-            if task.cancelled:
-                continue
-            slot = free.pop(0)
-            slot.state = SlotState.RESERVED
-            jobs.append((task, slot))
-            budget -= n
+            if not task.cancelled:
+                jobs.append(task)
+                budget -= n
         if not jobs:
             return
         try:
             results = await loop.run_in_executor(self._executor, self._embed, jobs)
         except LlamacyError as exc:
             results = [exc] * len(jobs)
-        for (task, slot), res in zip(jobs, results):
-            slot.state = SlotState.IDLE
+        for task, res in zip(jobs, results):
             task.push(res)
 
-    def _embed(self, jobs):
-        ctx, batch = self.ctx, self.batch
+    def _embed(self, jobs: list[Task]) -> list[EmbeddingResult]:
+        """Engine thread: one decode for every job, each in its own sequence."""
+        ctx, batch = self.embed_ctx, self.embed_batch
         batch.clear()
         per_token = ctx.pooling == "none"
-        spans = []
-        for task, slot in jobs:
-            ctx.seq_rm(slot.id, -1, -1)
-            slot.cache_tokens = []
-            toks = task.params.prompt_tokens
-            first = batch.n_tokens
-            for i, t in enumerate(toks):
-                batch.add(t, i, slot.id, True)
-            spans.append((first, len(toks)))
-        ctx.set_embeddings(True)
-        try:
-            ctx.decode(batch)
-            out = []
-            for (task, slot), (first, n) in zip(jobs, spans):
-                if per_token:
-                    emb = [ctx.embeddings_ith(first + i).tolist() for i in range(n)]
-                else:
-                    emb = ctx.embeddings_seq(slot.id).tolist()
-                out.append(EmbeddingResult(emb, n))
-            return out
-        finally:
-            ctx.set_embeddings(False)
-            for _, slot in jobs:
-                ctx.seq_rm(slot.id, -1, -1)
+        firsts = []
+        for seq, task in enumerate(jobs):
+            firsts.append(batch.n_tokens)
+            for pos, tok in enumerate(task.params.prompt_tokens):
+                batch.add(tok, pos, seq, True)
+        ctx.memory_clear()
+        ctx.decode(batch)
+        out = []
+        for seq, (task, first) in enumerate(zip(jobs, firsts)):
+            n = len(task.params.prompt_tokens)
+            if per_token:
+                emb = [ctx.embeddings_ith(first + i).tolist() for i in range(n)]
+            else:
+                emb = ctx.embeddings_seq(seq).tolist()
+            out.append(EmbeddingResult(emb, n))
+        self.stats.n_prompt_tokens_processed_total += batch.n_tokens
+        return out

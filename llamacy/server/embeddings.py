@@ -1,0 +1,118 @@
+"""Embeddings: POST /embedding (native) and /v1/embeddings (OpenAI), with --embeddings."""
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import numpy as np
+
+from llamacy.api.completion import tokenize_prompt
+from llamacy.api.fields import get_str
+from llamacy.errors import InvalidRequestError, NotSupportedError
+from llamacy.server.base import BaseHandler
+from llamacy.serving.tasks import EmbeddingParams, EmbeddingResult, Task
+
+
+def normalized(vec) -> list:
+    """L2-normalise one vector (llama.cpp's server returns unit-length embeddings)."""
+    a = np.asarray(vec, dtype=np.float64)
+    n = np.linalg.norm(a)
+    return (a / n if n > 0 else a).tolist()
+
+
+class _EmbeddingHandler(BaseHandler):
+    tasks: list[Task] = []
+
+    def check_enabled(self):
+        st = self.state
+        sch = st.require_ready()
+        if not st.config.embeddings:
+            raise NotSupportedError("This server does not support embeddings. Start it with `--embeddings`")
+        return sch
+
+    def tokenize_inputs(self, inputs: list) -> list[list[int]]:
+        st = self.state
+        out = []
+        limit = st.embed_ctx.n_ubatch
+        for i, item in enumerate(inputs):
+            toks = tokenize_prompt(st.model.vocab, item, add_bos=True, field="input")
+            if not toks:
+                raise InvalidRequestError(f"input {i} is empty")
+            if len(toks) > limit:
+                raise InvalidRequestError(f"input {i} has {len(toks)} tokens, more than the physical batch size "
+                                          f"({limit}); raise --ubatch-size")
+            out.append(toks)
+        return out
+
+    async def embed(self, token_lists: list[list[int]]) -> list[EmbeddingResult]:
+        sch = self.state.scheduler
+        self.tasks = [sch.submit(Task(EmbeddingParams(t), kind="embedding")) for t in token_lists]
+
+        async def one(task: Task) -> EmbeddingResult:
+            async for ev in task.events():
+                return ev
+
+        return list(await asyncio.gather(*(one(t) for t in self.tasks)))
+
+    def on_connection_close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+
+
+class EmbeddingHandler(_EmbeddingHandler):
+    """``{"content": "..."}`` → ``{"embedding": [...]}`` (per-token vectors with --pooling none)."""
+
+    async def post(self) -> None:
+        self.check_enabled()
+        body = self.json_body()
+        content = body.get("content", body.get("input"))
+        if content is None:
+            raise InvalidRequestError("'content' is required")
+        if isinstance(content, list) and content and all(isinstance(c, str) for c in content) and len(content) > 1:
+            results = await self.embed(self.tokenize_inputs(content))
+            self.write_json([{"index": i, "embedding": self._vec(r)} for i, r in enumerate(results)])
+            return
+        (res,) = await self.embed(self.tokenize_inputs([content]))
+        self.write_json({"embedding": self._vec(res)})
+
+    def _vec(self, res: EmbeddingResult):
+        if self.state.embed_ctx.pooling == "none":
+            return [normalized(v) for v in res.embedding]
+        return normalized(res.embedding)
+
+
+class OpenAIEmbeddingsHandler(_EmbeddingHandler):
+    async def post(self) -> None:
+        st = self.state
+        self.check_enabled()
+        if st.embed_ctx.pooling == "none":
+            raise InvalidRequestError("Pooling type 'none' is not OAI compatible. Please use a different pooling type")
+        body = self.json_body()
+        inp = body.get("input")
+        if isinstance(inp, str) or (isinstance(inp, list) and inp and all(isinstance(t, int) for t in inp)):
+            inputs = [inp]
+        elif isinstance(inp, list) and inp and all(isinstance(x, (str, list)) for x in inp):
+            inputs = inp
+        else:
+            raise InvalidRequestError("'input' must be a string, an array of strings, or token arrays")
+        fmt = get_str(body, "encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise InvalidRequestError("'encoding_format' must be float or base64")
+        results = await self.embed(self.tokenize_inputs(inputs))
+        data = []
+        for i, r in enumerate(results):
+            vec = normalized(r.embedding)
+            if fmt == "base64":
+                vec = base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vec})
+        n = sum(r.n_tokens for r in results)
+        model = body.get("model") if isinstance(body.get("model"), str) else st.model_name
+        self.write_json({"object": "list", "data": data, "model": model,
+                         "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+
+ROUTES = [
+    (r"/embedding", EmbeddingHandler),
+    (r"/embeddings", EmbeddingHandler),
+    (r"/v1/embeddings", OpenAIEmbeddingsHandler),
+]

@@ -1,0 +1,40 @@
+"""POST /infill: code infilling with the vocab's FIM tokens and /completion's options."""
+from __future__ import annotations
+
+from llamacy.api.completion import parse_completion
+from llamacy.api.fields import get_str
+from llamacy.errors import InvalidRequestError
+from llamacy.server.completion import CompletionHandler, grammar_from_schema
+
+
+def infill_tokens(vocab, prefix: str, suffix: str, *, spm: bool, add_bos: bool, extra: str = "") -> list[int]:
+    """[BOS] FIM_PRE prefix FIM_SUF suffix FIM_MID [extra]  (SPM order: FIM_SUF suffix FIM_PRE prefix)."""
+    pre, suf, mid = vocab.fim_pre, vocab.fim_suf, vocab.fim_mid
+    if min(pre, suf, mid) < 0:
+        raise InvalidRequestError("this model does not support infill: it has no FIM prefix/suffix/middle tokens")
+    p = [pre] + vocab.tokenize(prefix, add_special=False, parse_special=False)
+    s = [suf] + vocab.tokenize(suffix, add_special=False, parse_special=False)
+    tokens = (s + p) if spm else (p + s)
+    if add_bos and vocab.add_bos and vocab.bos >= 0:
+        tokens.insert(0, vocab.bos)
+    tokens.append(mid)
+    if extra:
+        tokens += vocab.tokenize(extra, add_special=False, parse_special=True)
+    return tokens
+
+
+class InfillHandler(CompletionHandler):
+    def parse(self, body: dict):
+        st = self.state
+        prefix = get_str(body, "input_prefix", "")
+        suffix = get_str(body, "input_suffix", "")
+        extra = get_str(body, "prompt", "")
+        tokens = infill_tokens(st.model.vocab, prefix, suffix, spm=st.config.spm_infill, add_bos=st.add_bos,
+                               extra=extra)
+        params = parse_completion({**body, "prompt": tokens}, st.model.vocab, add_bos=False,
+                                  grammar_from_schema=grammar_from_schema)
+        params.prompt = extra
+        return params
+
+
+ROUTES = [(r"/infill", InfillHandler)]

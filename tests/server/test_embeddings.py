@@ -1,0 +1,74 @@
+"""/embedding and /v1/embeddings with --embeddings."""
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import openai
+import pytest
+
+
+@pytest.fixture(scope="module")
+def server(server_factory):
+    return server_factory("-c", "2048", "-np", "4", "--embeddings")
+
+
+def cos(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_native_embedding(server):
+    r = server.post("/embedding", json={"content": "hello world"})
+    assert r.status_code == 200, r.text
+    emb = r.json()["embedding"]
+    assert len(emb) == 576
+    assert abs(np.linalg.norm(emb) - 1.0) < 1e-3
+
+
+def test_embedding_is_deterministic_and_meaningful(server):
+    e = lambda t: server.post("/embedding", json={"content": t}).json()["embedding"]  # noqa: E731
+    a, a2 = e("The cat sat on the mat."), e("The cat sat on the mat.")
+    assert np.allclose(a, a2, atol=1e-5)
+    assert cos(a, e("A cat was sitting on the mat.")) > cos(a, e("Quarterly revenue grew by 4%."))
+
+
+def test_openai_embeddings(server):
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+    single = c.embeddings.create(model="GPT-4", input="hello", encoding_format="float")
+    assert len(single.data) == 1 and len(single.data[0].embedding) == 576
+    many = c.embeddings.create(model="GPT-4", input=["hello", "world", "hello"])
+    assert [d.index for d in many.data] == [0, 1, 2]
+    assert cos(many.data[0].embedding, single.data[0].embedding) > 0.9999
+    assert cos(many.data[0].embedding, many.data[2].embedding) > 0.9999
+    assert many.usage.prompt_tokens > 0
+
+
+def test_batch_equals_single(server):
+    texts = [f"sentence number {i} about topic {i * 7}" for i in range(6)]
+    batch = server.post("/v1/embeddings", json={"input": texts}).json()["data"]
+    for i, t in enumerate(texts):
+        one = server.post("/v1/embeddings", json={"input": t}).json()["data"][0]["embedding"]
+        assert cos(batch[i]["embedding"], one) > 0.9999
+
+
+def test_base64_encoding(server):
+    f = server.post("/v1/embeddings", json={"input": "hello"}).json()["data"][0]["embedding"]
+    b = server.post("/v1/embeddings", json={"input": "hello", "encoding_format": "base64"}).json()
+    vec = np.frombuffer(base64.b64decode(b["data"][0]["embedding"]), dtype="<f4")
+    assert np.allclose(vec, f, atol=1e-6)
+
+
+def test_bad_inputs(server):
+    for body in ({"input": 5}, {"input": []}, {"input": "x", "encoding_format": "hex"}, {"input": [""]}):
+        r = server.post("/v1/embeddings", json=body)
+        assert r.status_code == 400, body
+        assert r.json()["error"]["type"] == "invalid_request_error"
+    r = server.post("/embedding", json={"content": "word " * 2000})
+    assert r.status_code == 400 and "batch" in r.json()["error"]["message"]
+    assert server.get("/health").json()["slots_idle"] == 4
+
+
+def test_completion_still_works_with_embeddings_on(server):
+    r = server.post("/completion", json={"prompt": "The capital of France is", "n_predict": 8, "temperature": 0})
+    assert "Paris" in r.json()["content"]
