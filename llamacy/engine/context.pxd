@@ -9,6 +9,7 @@ cdef class Context:
     cdef readonly Model model
     cdef readonly int n_vocab
     cdef int _check(self) except -1
+    cdef int _check_seq(self, int seq_id, bint any_ok=*) except -1
 
 
 cdef class Batch:

@@ -3,7 +3,7 @@
 import os
 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
-from libc.stdint cimport int32_t, uint8_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.stdlib cimport malloc, free
 
 import numpy as np
@@ -65,6 +65,9 @@ cdef class Context:
         p.n_ctx = n_ctx
         p.n_batch = n_batch
         p.n_ubatch = min(n_ubatch, n_batch)
+        if embeddings and pooling == "mean" and n_seq_max > 1:
+            # the pinned engine's mean pooling needs n_ubatch to be a multiple of n_seq_max
+            p.n_ubatch = max(p.n_ubatch - p.n_ubatch % n_seq_max, n_seq_max)
         p.n_seq_max = n_seq_max
         p.n_threads = n_threads
         p.n_threads_batch = n_threads_batch
@@ -125,6 +128,15 @@ cdef class Context:
             raise LlamacyError("context is closed")
         return 0
 
+    cdef int _check_seq(self, int seq_id, bint any_ok=False) except -1:
+        """libllama asserts (aborts the process) on an unknown sequence id: refuse it here."""
+        self._check()
+        if any_ok and seq_id < 0:
+            return 0
+        if not 0 <= seq_id < <int> llama_n_seq_max(self.c_ctx):
+            raise ValueError(f"sequence id {seq_id} out of range [0, {llama_n_seq_max(self.c_ctx)})")
+        return 0
+
     @property
     def n_ctx(self) -> int:
         self._check()
@@ -169,6 +181,9 @@ cdef class Context:
         cdef int32_t rc
         if batch.c_batch.n_tokens == 0:
             return
+        if <uint32_t> batch.c_batch.n_tokens > llama_n_batch(self.c_ctx):
+            raise DecodeError(f"llama_decode: batch of {batch.c_batch.n_tokens} tokens exceeds n_batch "
+                              f"{llama_n_batch(self.c_ctx)}", -1)
         with nogil:
             rc = llama_decode(self.c_ctx, batch.c_batch)
         if rc != 0:
@@ -177,6 +192,8 @@ cdef class Context:
     def encode(self, Batch batch) -> None:
         self._check()
         cdef int32_t rc
+        if <uint32_t> batch.c_batch.n_tokens > llama_n_batch(self.c_ctx):
+            raise DecodeError("llama_encode: batch exceeds n_batch", -1)
         with nogil:
             rc = llama_encode(self.c_ctx, batch.c_batch)
         if rc != 0:
@@ -188,33 +205,34 @@ cdef class Context:
         llama_memory_clear(self.c_mem, data)
 
     def seq_rm(self, int seq_id, int p0=-1, int p1=-1) -> bool:
-        self._check()
+        self._check_seq(seq_id, True)
         return llama_memory_seq_rm(self.c_mem, seq_id, p0, p1)
 
     def seq_cp(self, int src, int dst, int p0=-1, int p1=-1) -> None:
-        self._check()
+        self._check_seq(src)
+        self._check_seq(dst)
         llama_memory_seq_cp(self.c_mem, src, dst, p0, p1)
 
     def seq_keep(self, int seq_id) -> None:
-        self._check()
+        self._check_seq(seq_id)
         llama_memory_seq_keep(self.c_mem, seq_id)
 
     def seq_add(self, int seq_id, int p0, int p1, int delta) -> None:
-        self._check()
+        self._check_seq(seq_id)
         llama_memory_seq_add(self.c_mem, seq_id, p0, p1, delta)
 
     def seq_div(self, int seq_id, int p0, int p1, int d) -> None:
-        self._check()
+        self._check_seq(seq_id)
         if d <= 0:
             raise ValueError("divisor must be positive")
         llama_memory_seq_div(self.c_mem, seq_id, p0, p1, d)
 
     def seq_pos_min(self, int seq_id) -> int:
-        self._check()
+        self._check_seq(seq_id)
         return llama_memory_seq_pos_min(self.c_mem, seq_id)
 
     def seq_pos_max(self, int seq_id) -> int:
-        self._check()
+        self._check_seq(seq_id)
         return llama_memory_seq_pos_max(self.c_mem, seq_id)
 
     @property
@@ -224,11 +242,11 @@ cdef class Context:
 
     # --- per-sequence state ----------------------------------------------------------
     def seq_state_size(self, int seq_id) -> int:
-        self._check()
+        self._check_seq(seq_id)
         return llama_state_seq_get_size(self.c_ctx, seq_id)
 
     def seq_get_state(self, int seq_id) -> bytes:
-        self._check()
+        self._check_seq(seq_id)
         cdef size_t size, n
         with nogil:
             size = llama_state_seq_get_size(self.c_ctx, seq_id)
@@ -241,7 +259,7 @@ cdef class Context:
         return out
 
     def seq_set_state(self, const uint8_t[::1] data, int seq_id) -> int:
-        self._check()
+        self._check_seq(seq_id)
         cdef size_t n
         cdef size_t size = data.shape[0]
         with nogil:
@@ -252,7 +270,7 @@ cdef class Context:
 
     def seq_save_file(self, path, int seq_id, tokens) -> int:
         """Save a sequence's KV state and its tokens to ``path``; returns bytes written."""
-        self._check()
+        self._check_seq(seq_id)
         cdef bytes c_path = os.fsencode(path)
         cdef const char * p = c_path
         cdef size_t n_tok = len(tokens), i, n
@@ -272,7 +290,7 @@ cdef class Context:
 
     def seq_load_file(self, path, int seq_id, size_t capacity):
         """Load a file saved by seq_save_file into ``seq_id``: (bytes read, tokens)."""
-        self._check()
+        self._check_seq(seq_id)
         cdef bytes c_path = os.fsencode(path)
         cdef const char * p = c_path
         cdef size_t n_tok = 0, n, i

@@ -351,9 +351,11 @@ cdef class Vocab:
         return llama_vocab_get_text(self.c_vocab, token).decode("utf-8", "replace")
 
     def is_eog(self, llama_token token) -> bool:
+        self._check_token(token)
         return llama_vocab_is_eog(self.c_vocab, token)
 
     def is_control(self, llama_token token) -> bool:
+        self._check_token(token)
         return llama_vocab_is_control(self.c_vocab, token)
 
     @property

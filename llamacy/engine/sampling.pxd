@@ -1,5 +1,5 @@
 from libc.stdint cimport int32_t, uint32_t
-from third_party.ggml.llama cimport llama_sampler, llama_token, llama_logit_bias
+from third_party.ggml.llama cimport llama_sampler, llama_token, llama_logit_bias, llama_token_data
 
 
 ctypedef struct PenaltyState:
@@ -25,9 +25,12 @@ ctypedef struct SamplerCore:
     llama_logit_bias * bias  # used by the fast path (the chain has its own logit_bias sampler)
     int32_t n_bias
     int32_t n_vocab
+    llama_sampler * grammar  # borrowed from ``chain``, or NULL
+    llama_token_data * cur   # candidate buffer for the chain path (n_vocab entries)
 
 
 cdef class Sampler:
     cdef SamplerCore c
     cdef readonly object params
+    cdef readonly object model
     cdef _add_named(self, str name, size_t min_keep)

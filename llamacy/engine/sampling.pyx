@@ -247,28 +247,66 @@ tfs_iface.free = _tfs_free
 # --- the Sampler ---------------------------------------------------------------------
 
 cdef inline llama_token argmax(const float * logits, int32_t n) noexcept nogil:
-    cdef int32_t i, best = 0
-    cdef float mx = logits[0]
-    for i in range(1, n):
+    """Index of the first maximum: a blocked max (8 independent lanes, so the compiler can
+    keep them in vector registers), then a scan for the first index holding it."""
+    cdef float m[8]
+    cdef int32_t i, j, n8 = n - n % 8
+    cdef float mx
+    for j in range(8):
+        m[j] = -INFINITY
+    for i in range(0, n8, 8):
+        for j in range(8):
+            m[j] = logits[i + j] if logits[i + j] > m[j] else m[j]
+    mx = m[0]
+    for j in range(1, 8):
+        if m[j] > mx:
+            mx = m[j]
+    for i in range(n8, n):
         if logits[i] > mx:
             mx = logits[i]
-            best = i
-    return best
+    for i in range(n):
+        if logits[i] == mx:
+            return i
+    return 0
+
+
+# sample_core's results below zero
+DEF NO_LOGITS = -1          # the index has no logits
+DEF NOTHING_ALLOWED = -2    # every candidate was ruled out (e.g. a completed grammar and no EOG)
+NO_VALID_TOKEN = NOTHING_ALLOWED
 
 
 cdef llama_token sample_core(SamplerCore * c, llama_context * ctx, int32_t idx) noexcept nogil:
-    cdef float * logits
+    """Choose and accept the next token; NO_LOGITS / NOTHING_ALLOWED on failure."""
+    cdef float * logits = llama_get_logits_ith(ctx, idx)
     cdef int32_t k
-    if not c.fast_greedy:
-        return llama_sampler_sample(c.chain, ctx, idx)
-    logits = llama_get_logits_ith(ctx, idx)
+    cdef llama_token tok
+    cdef llama_token_data_array arr
     if logits == NULL:
-        return -1
-    if c.pen != NULL:
-        penalty_apply_row(c.pen, logits)
+        return NO_LOGITS
+    if not c.fast_greedy:
+        for k in range(c.n_vocab):
+            c.cur[k].id = k
+            c.cur[k].logit = logits[k]
+            c.cur[k].p = 0.0
+        arr.data = c.cur
+        arr.size = c.n_vocab
+        arr.selected = -1
+        arr.sorted = False
+        llama_sampler_apply(c.chain, &arr)
+        if arr.selected < 0 or <size_t> arr.selected >= arr.size or not isfinite(arr.data[arr.selected].logit):
+            return NOTHING_ALLOWED
+        tok = arr.data[arr.selected].id
+        llama_sampler_accept(c.chain, tok)
+        return tok
+    # fast path, in the chain's order: logit bias, then penalties, then argmax
     for k in range(c.n_bias):
         logits[c.bias[k].token] += c.bias[k].bias
-    cdef llama_token tok = argmax(logits, c.n_vocab)
+    if c.pen != NULL:
+        penalty_apply_row(c.pen, logits)
+    tok = argmax(logits, c.n_vocab)
+    if not isfinite(logits[tok]):
+        return NOTHING_ALLOWED
     if c.pen != NULL:
         penalty_accept(c.pen, tok)
     return tok
@@ -292,9 +330,12 @@ cdef class Sampler:
         self.c.pen = NULL
         self.c.bias = NULL
         self.c.n_bias = 0
+        self.c.grammar = NULL
+        self.c.cur = NULL
 
     def __init__(self, Model model, params: SamplingParams):
         self.params = params
+        self.model = model   # the chain's grammar sampler borrows the model's vocab
         cdef Vocab vocab = model.vocab
         cdef int32_t n_vocab = vocab.n_vocab
         self.c.n_vocab = n_vocab
@@ -346,8 +387,13 @@ cdef class Sampler:
             if gs == NULL:
                 raise GrammarError()
             llama_sampler_chain_add(self.c.chain, gs)
+            self.c.grammar = gs
 
         self.c.fast_greedy = params.is_greedy and not params.grammar
+        if not self.c.fast_greedy:
+            self.c.cur = <llama_token_data *> malloc(n_vocab * sizeof(llama_token_data))
+            if self.c.cur == NULL:
+                raise MemoryError()
         if params.temperature <= 0:
             llama_sampler_chain_add(self.c.chain, llama_sampler_init_greedy())
         elif params.mirostat == 1:
@@ -398,6 +444,8 @@ cdef class Sampler:
             self.c.pen = NULL
         free(self.c.bias)
         self.c.bias = NULL
+        free(self.c.cur)
+        self.c.cur = NULL
 
     @property
     def fast_greedy(self) -> bool:
@@ -417,7 +465,23 @@ cdef class Sampler:
             penalty_accept(self.c.pen, t)
 
     def accept(self, llama_token token) -> None:
-        """Feed a generated token to every sampler of the chain (grammar, penalties, mirostat)."""
+        """Feed a generated token to every sampler of the chain (grammar, penalties, mirostat).
+        A token the grammar does not allow raises InvalidRequestError."""
+        if not (0 <= token < self.c.n_vocab):
+            raise InvalidRequestError(f"token {token} out of range [0, {self.c.n_vocab})")
+        cdef llama_token_data one
+        cdef llama_token_data_array arr
+        if self.c.grammar != NULL:
+            one.id = token
+            one.logit = 0.0
+            one.p = 0.0
+            arr.data = &one
+            arr.size = 1
+            arr.selected = -1
+            arr.sorted = False
+            llama_sampler_apply(self.c.grammar, &arr)
+            if not isfinite(one.logit):
+                raise InvalidRequestError(f"token {token} is not allowed by the grammar here")
         if self.c.fast_greedy:
             if self.c.pen != NULL:
                 penalty_accept(self.c.pen, token)
@@ -430,6 +494,7 @@ cdef class Sampler:
     def top_probs(self, Context ctx, int32_t idx, int n) -> list:
         """The ``n`` most likely next tokens after this request's penalties and logit bias
         (a softmax over the adjusted logits). Call before ``sample``."""
+        ctx._check()
         cdef float * logits = llama_get_logits_ith(ctx.c_ctx, idx)
         if logits == NULL:
             raise LlamacyError(f"no logits for output {idx}")
@@ -440,26 +505,30 @@ cdef class Sampler:
         try:
             with nogil:
                 memcpy(scratch, logits, n_vocab * sizeof(float))
-                if self.c.pen != NULL:
-                    penalty_apply_row(self.c.pen, scratch)
                 for k in range(self.c.n_bias):
                     scratch[self.c.bias[k].token] += self.c.bias[k].bias
+                if self.c.pen != NULL:
+                    penalty_apply_row(self.c.pen, scratch)
             return _top_n(scratch, n_vocab, n)
         finally:
             free(scratch)
 
     def sample(self, Context ctx, int32_t idx) -> int:
-        """Choose the next token from output ``idx`` of the last decode, and accept it."""
+        """Choose the next token from output ``idx`` of the last decode, and accept it.
+        Returns NO_VALID_TOKEN when nothing is allowed (a finished grammar with EOG banned)."""
+        ctx._check()
         cdef llama_token tok
         with nogil:
             tok = sample_core(&self.c, ctx.c_ctx, idx)
-        if tok < 0:
+        if tok == NO_LOGITS:
             raise LlamacyError(f"no logits for output {idx}")
         return tok
 
 
 def sample_batch(Context ctx, samplers, indices) -> list:
-    """Sample every (sampler, output index) pair of a step in one call, GIL released."""
+    """Sample every (sampler, output index) pair of a step in one call, GIL released.
+    An entry is NO_VALID_TOKEN when that sampler had nothing to choose from."""
+    ctx._check()
     cdef Py_ssize_t n = len(samplers), i
     if len(indices) != n:
         raise ValueError("samplers and indices differ in length")
@@ -472,11 +541,14 @@ def sample_batch(Context ctx, samplers, indices) -> list:
         raise MemoryError()
     try:
         for i in range(n):
-            cores[i] = &(<Sampler> samplers[i]).c
+            cores[i] = &(<Sampler?> samplers[i]).c
             idx[i] = indices[i]
         with nogil:
             for i in range(n):
                 out[i] = sample_core(cores[i], c_ctx, idx[i])
+        for i in range(n):
+            if out[i] == NO_LOGITS:
+                raise LlamacyError(f"no logits for output {idx[i]}")
         return [out[i] for i in range(n)]
     finally:
         free(cores)
@@ -518,6 +590,7 @@ cdef list _top_n(const float * logits, int32_t n_vocab, int n):
 
 def top_probs(Context ctx, int32_t idx, int n) -> list:
     """The ``n`` most likely tokens of output ``idx`` under a plain softmax of the raw logits."""
+    ctx._check()
     cdef float * logits = llama_get_logits_ith(ctx.c_ctx, idx)
     if logits == NULL:
         raise LlamacyError(f"no logits for output {idx}")

@@ -41,7 +41,7 @@ class Scheduler:
     """Owns the context's sequences and runs the decode loop."""
 
     def __init__(self, model: Model, ctx: Context, *, n_parallel: int, n_batch: int, n_predict: int = -1,
-                 embed_ctx: Context | None = None) -> None:
+                 embed_ctx: Context | None = None, grp_attn_n: int = 1, grp_attn_w: int = 512) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -52,6 +52,9 @@ class Scheduler:
         # multi-sequence batches correctly only with a unified KV cache, while generation wants a
         # stream per slot so a slot's numbers never depend on its neighbours.
         self.embed_ctx = embed_ctx
+        if grp_attn_n < 1 or (grp_attn_n > 1 and (grp_attn_w % grp_attn_n or grp_attn_w < grp_attn_n)):
+            raise ValueError("--grp-attn-w must be a multiple of --grp-attn-n")
+        self.ga_n, self.ga_w = grp_attn_n, grp_attn_w   # self-extend (group attention); 1 = off
         self.embed_batch = Batch(embed_ctx.n_batch, 1) if embed_ctx is not None else None
         n_ctx_slot = ctx.n_ctx // n_parallel
         self.slots = [Slot(i, n_ctx_slot) for i in range(n_parallel)]
@@ -294,7 +297,9 @@ class Scheduler:
             n_predict = self.n_predict_default if self.n_predict_default >= 0 else n_predict
         # prompt cache: keep the common prefix, always re-evaluate at least one token for logits
         n_common = common_prefix(slot.cache_tokens, tokens)
-        if not p.cache_prompt:
+        if self.ga_n > 1:
+            n_common = 0    # self-extend positions depend on the whole history: start afresh
+        elif not p.cache_prompt:
             n_common = min(n_common, len(system))   # the shared system prompt is always reused
         n_common = max(0, min(n_common, len(tokens) - 1))
         if n_common < slot.n_past:
@@ -303,6 +308,8 @@ class Scheduler:
                 n_common = 0
             del slot.cache_tokens[n_common:]
         slot.start(task, sampler, tokens, n_predict, n_keep, truncated)
+        slot.ga_i = 0
+        slot.n_past_se = slot.n_past
         log.debug("slot %d: task %d started, %d prompt tokens, %d cached", slot.id, task.id, len(tokens), n_common)
 
     def _assemble(self):
@@ -315,9 +322,18 @@ class Scheduler:
             if slot.state != SlotState.GENERATING:
                 continue
             if slot.n_past + 1 > slot.n_ctx:
+                if self.ga_n > 1:   # self-extend keeps every token: the context is simply full
+                    slot.truncated = True
+                    self._finish(slot, stopped_limit=True)
+                    continue
                 self._context_shift(slot)
             tok = slot.pending_token
-            outputs.append((slot, batch.add(tok, slot.n_past, slot.id, True)))
+            if self.ga_n > 1:
+                pos = self._self_extend(slot)
+                slot.n_past_se += 1
+            else:
+                pos = slot.n_past
+            outputs.append((slot, batch.add(tok, pos, slot.id, True)))
             added.append((slot, [tok]))
         budget = self.n_batch - batch.n_tokens
         for slot in self.slots:
@@ -325,9 +341,14 @@ class Scheduler:
                 continue
             start = slot.n_past
             chunk = slot.prompt_tokens[start:start + budget]
+            pos0 = start
+            if self.ga_n > 1:   # self-extend: never cross a window edge inside one batch
+                pos0 = self._self_extend(slot)
+                chunk = chunk[:slot.ga_i + self.ga_w - pos0]
+                slot.n_past_se += len(chunk)
             last = start + len(chunk) == len(slot.prompt_tokens)
             want = last and slot.n_predict != 0
-            idx = batch.add_sequence(chunk, start, slot.id, want)
+            idx = batch.add_sequence(chunk, pos0, slot.id, want)
             budget -= len(chunk)
             added.append((slot, chunk))
             if want:
@@ -339,6 +360,21 @@ class Scheduler:
                     self._finish(slot)
             return None
         return outputs, added
+
+    def _self_extend(self, slot: Slot) -> int:
+        """Self-extend before a generated token: group the oldest window of positions by
+        ga_n (KV position divide) once the sequence passes ga_i + ga_w; returns its position."""
+        n, w = self.ga_n, self.ga_w
+        while slot.n_past_se >= slot.ga_i + w:
+            ib = (n * slot.ga_i) // w
+            bd = (w // n) * (n - 1)
+            dd = (w // n) - ib * bd - w
+            self.ctx.seq_add(slot.id, slot.ga_i, slot.n_past_se, ib * bd)
+            self.ctx.seq_div(slot.id, slot.ga_i + ib * bd, slot.ga_i + ib * bd + w, n)
+            self.ctx.seq_add(slot.id, slot.ga_i + ib * bd + w, slot.n_past_se + ib * bd, dd)
+            slot.n_past_se -= bd
+            slot.ga_i += w // n
+        return slot.n_past_se
 
     def _context_shift(self, slot: Slot) -> None:
         n_keep = slot.n_keep
@@ -394,6 +430,9 @@ class Scheduler:
         pieces, is_eog = self.pieces, self.is_eog
         for (slot, _), tok, prob in zip(outputs, tokens, probs):
             if slot.task is None or slot.task.cancelled:
+                continue
+            if tok < 0:   # nothing allowed: a grammar that is complete while EOG is banned
+                self._finish(slot, stopped_eos=True)
                 continue
             slot.n_decoded += 1
             slot.generated.append(tok)

@@ -182,3 +182,11 @@ def test_multibyte_utf8_is_never_split(server):
     events = sse_events(r)
     for ev in events:
         assert "\ufffd" not in ev["content"]
+
+
+def test_finished_grammar_with_eos_banned_ends_cleanly(server):
+    res = complete(server, grammar='root ::= "yes"', ignore_eos=True, n_predict=20, temperature=0.8)
+    assert res["content"] == "yes" and res["stopped_eos"] is True
+    res = complete(server, grammar='root ::= "yes"', ignore_eos=True, n_predict=20)
+    assert res["content"] == "yes"
+    assert server.get("/health").json()["slots_idle"] == 2
