@@ -113,7 +113,7 @@ def load_engine(state: ServerState) -> None:
                             type_k=c.cache_type_k, type_v=c.cache_type_v)
     state.embed_ctx = embed_ctx
     state.scheduler = Scheduler(model, ctx, n_parallel=c.n_parallel, n_batch=c.n_batch, n_predict=c.n_predict,
-                                embed_ctx=embed_ctx)
+                                embed_ctx=embed_ctx, grp_attn_n=c.grp_attn_n, grp_attn_w=c.grp_attn_w)
     if c.system_prompt_file:
         state.set_system_prompt(read_system_prompt_file(c.system_prompt_file))
     log.info("model loaded: %s (%s, n_ctx %d, %d slots of %d)", os.path.basename(path), model.desc, ctx.n_ctx,
