@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Write a tiny llama-architecture GGUF for tests: the tokenizer of an existing GGUF (by
+default the packaged SmolLM2 model), random F32 weights, and optional FIM token ids, so
+features the default model lacks (infill) can be exercised end to end. Outputs are noise.
+
+    python tools/make_test_gguf.py OUT.gguf [--source MODEL.gguf] [--fim PRE,SUF,MID]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def copy_tokenizer(reader, writer) -> int:
+    """Copy every ``tokenizer.*`` key of ``reader`` into ``writer``; returns the vocab size."""
+    import gguf
+    vt = gguf.GGUFValueType
+    n_vocab = 0
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        kind = field.types[0]
+        if kind == vt.ARRAY:
+            sub = field.types[1]
+            if sub == vt.STRING:
+                values = [bytes(field.parts[i]).decode("utf-8", "replace") for i in field.data]
+            else:
+                values = [field.parts[i][0].item() for i in field.data]
+            writer.add_array(key, values)
+            if key == "tokenizer.ggml.tokens":
+                n_vocab = len(values)
+        elif kind == vt.STRING:
+            writer.add_string(key, bytes(field.parts[field.data[0]]).decode("utf-8", "replace"))
+        elif kind == vt.BOOL:
+            writer.add_bool(key, bool(field.parts[field.data[0]][0]))
+        elif kind in (vt.UINT32, vt.INT32):
+            writer.add_uint32(key, int(field.parts[field.data[0]][0]))
+    return n_vocab
+
+
+def make(out: str, source: str, fim: tuple[int, int, int] | None, n_embd: int = 32, n_layer: int = 1,
+         n_head: int = 2, n_ff: int = 64, seed: int = 0) -> None:
+    import gguf
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(out, "llama")
+    n_vocab = copy_tokenizer(reader, writer)
+    if fim:
+        writer.add_uint32(gguf.Keys.Tokenizer.FIM_PRE_ID, fim[0])
+        writer.add_uint32(gguf.Keys.Tokenizer.FIM_SUF_ID, fim[1])
+        writer.add_uint32(gguf.Keys.Tokenizer.FIM_MID_ID, fim[2])
+    writer.add_context_length(2048)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    writer.add_tensor("output.weight", weights(n_vocab, n_embd))
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        writer.add_tensor(b + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            writer.add_tensor(b + name + ".weight", weights(n_embd, n_embd))
+        writer.add_tensor(b + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        writer.add_tensor(b + "ffn_gate.weight", weights(n_ff, n_embd))
+        writer.add_tensor(b + "ffn_up.weight", weights(n_ff, n_embd))
+        writer.add_tensor(b + "ffn_down.weight", weights(n_embd, n_ff))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out")
+    ap.add_argument("--source", help="GGUF to take the tokenizer from (default: the packaged SmolLM2)")
+    ap.add_argument("--fim", help="FIM prefix,suffix,middle token ids, e.g. 3,4,5")
+    args = ap.parse_args(argv)
+    source = args.source
+    if source is None:
+        from llamacy.models import default_model_path
+        source = default_model_path()
+    fim = tuple(int(x) for x in args.fim.split(",")) if args.fim else None
+    if fim is not None and len(fim) != 3:
+        ap.error("--fim takes three token ids")
+    make(args.out, source, fim)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
