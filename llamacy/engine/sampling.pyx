@@ -643,3 +643,12 @@ def apply_penalties(Model model, params: SamplingParams, history, logits) -> lis
     finally:
         free(data)
 
+
+
+def validate_grammar(Model model, str grammar) -> None:
+    """Raise GrammarError if libllama can't parse ``grammar`` (checked before a request queues)."""
+    cdef bytes g = grammar.encode()
+    cdef llama_sampler * gs = llama_sampler_init_grammar(model.vocab.c_vocab, g, b"root")
+    if gs == NULL:
+        raise GrammarError()
+    llama_sampler_free(gs)

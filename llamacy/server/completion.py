@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from llamacy.api.completion import final_json, parse_completion, partial_json
+from llamacy.engine.sampling import validate_grammar
 from llamacy.errors import LlamacyError
 from llamacy.server.base import BaseHandler
 from llamacy.serving.tasks import Final, Partial, Task
@@ -29,6 +30,8 @@ class CompletionHandler(BaseHandler):
         if body.get("system_prompt") is not None:
             self.state.set_system_prompt(body["system_prompt"])
         params = self.parse(body)
+        if params.sampling.grammar:
+            validate_grammar(self.state.model, params.sampling.grammar)
         if self.state.config.verbose:
             log.debug("completion request: %d prompt tokens: %s", len(params.prompt_tokens), params.prompt_tokens)
         self.task = scheduler.submit(Task(params))

@@ -6,6 +6,7 @@ import time
 from llamacy.api import openai as oai
 from llamacy.errors import LlamacyError
 from llamacy.server.base import BaseHandler
+from llamacy.engine.sampling import validate_grammar
 from llamacy.server.completion import CompletionHandler, grammar_from_schema
 from llamacy.serving.tasks import Final, Partial, Task
 
@@ -20,6 +21,8 @@ class _OpenAIHandler(CompletionHandler):
         scheduler = st.require_ready()
         body = self.json_body()
         params = self.parse(body)
+        if params.sampling.grammar:
+            validate_grammar(st.model, params.sampling.grammar)
         model = body.get("model") if isinstance(body.get("model"), str) else st.model_name
         stream_options = body.get("stream_options") or {}
         include_usage = bool(stream_options.get("include_usage"))

@@ -190,3 +190,9 @@ def test_finished_grammar_with_eos_banned_ends_cleanly(server):
     res = complete(server, grammar='root ::= "yes"', ignore_eos=True, n_predict=20)
     assert res["content"] == "yes"
     assert server.get("/health").json()["slots_idle"] == 2
+
+
+def test_bad_grammar_is_400_when_streaming_too(server):
+    r = server.post("/completion", json={"prompt": "x", "grammar": "root ::= (", "stream": True})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "Failed to parse grammar"
