@@ -12,6 +12,7 @@ import tornado.web
 
 from llamacy.config import ServerConfig
 from llamacy.server import completion, native
+from llamacy.server.access_log import log_request
 from llamacy.server.state import ServerState, load_engine
 from llamacy.server.static import StaticHandler, default_webui_dir
 
@@ -37,7 +38,7 @@ def make_app(state: ServerState) -> tornado.web.Application:
         routes.extend((pattern, handler, s) for pattern, handler in extra)
     static_dir = state.config.path or default_webui_dir()
     routes.append((r"/(.*)", StaticHandler, {"path": static_dir, "default_filename": "index.html"}))
-    return tornado.web.Application(routes, compress_response=False)
+    return tornado.web.Application(routes, compress_response=False, log_function=log_request)
 
 
 def _optional_routes():
@@ -64,6 +65,9 @@ def _ssl_context(config: ServerConfig):
 
 async def run_server(config: ServerConfig) -> int:
     state = ServerState(config)
+    if config.metrics:
+        from llamacy.server.metrics import Metrics
+        state.metrics = Metrics(state)
     app = make_app(state)
     server = tornado.httpserver.HTTPServer(
         app, ssl_options=_ssl_context(config), idle_connection_timeout=config.timeout,

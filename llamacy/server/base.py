@@ -22,6 +22,10 @@ class BaseHandler(tornado.web.RequestHandler):
     def initialize(self, state) -> None:
         self.state = state
 
+    def on_finish(self) -> None:
+        if self.state.metrics is not None:
+            self.state.metrics.observe(self)
+
     def set_default_headers(self) -> None:
         self.set_header("Access-Control-Allow-Origin", "*")
         self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")

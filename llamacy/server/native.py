@@ -102,13 +102,15 @@ class SlotActionHandler(BaseHandler):
         sch = st.require_ready()
         action = self.get_query_argument("action", "")
         idx = int(id_slot)
-        if action == "erase":
-            n = sch.erase_slot(idx)
-            return self.write_json({"id_slot": idx, "n_erased": n})
-        if action not in ("save", "restore"):
+        if action not in ("save", "restore", "erase"):
             raise InvalidRequestError(f"Invalid action {action!r}: use save, restore or erase")
-        if not st.config.slot_save_path:
-            raise NotSupportedError("This server does not support slot save/restore (no --slot-save-path).")
+        if not st.config.slot_save_path:   # the spec: without it the slot management endpoints are off
+            raise NotSupportedError("This server does not support slot actions (start it with --slot-save-path).")
+        if not 0 <= idx < sch.n_parallel:
+            raise InvalidRequestError(f"id_slot {idx} out of range [0, {sch.n_parallel})")
+        if action == "erase":
+            n = await sch.erase_slot(idx)
+            return self.write_json({"id_slot": idx, "n_erased": n})
         filename = get_str(self.json_body(), "filename", "")
         if not filename:
             raise InvalidRequestError("'filename' is required")

@@ -70,6 +70,7 @@ def load_engine(state: ServerState) -> None:
     """Load the model and create the context (runs on a worker thread at start-up)."""
     from llamacy.engine.context import Context
     from llamacy.engine.model import Model, init_backend, supports_gpu_offload
+    from llamacy.download import resolve_model
     from llamacy.models import default_model_path
     from llamacy.serving.scheduler import Scheduler
     from llamacy.api.chat_template import resolve_chat_template
@@ -78,7 +79,7 @@ def load_engine(state: ServerState) -> None:
     init_backend(verbose=c.verbose, numa=c.numa)
     if c.n_gpu_layers and not supports_gpu_offload():
         log.warning("-ngl %d ignored: this engine build has no GPU offload", c.n_gpu_layers)
-    path = c.model or default_model_path()
+    path = resolve_model(c) or c.model or default_model_path()
     state.model_path = path
     model = Model(path, n_gpu_layers=c.n_gpu_layers, main_gpu=c.main_gpu, tensor_split=list(c.tensor_split),
                   use_mmap=not c.no_mmap, use_mlock=c.mlock)

@@ -69,6 +69,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._runner: asyncio.Task | None = None
         self._closing = False
+        self._engine_jobs: collections.deque = collections.deque()   # (fn, args, future): run between steps
         self.system_tokens: list[int] = []     # shared prefix of every slot (the system prompt)
         self._system_pending: list[int] | None = None
 
@@ -82,6 +83,18 @@ class Scheduler:
 
     async def close(self) -> None:
         self._closing = True
+        self._wake.set()
+        if self._runner is not None:
+            # Let the loop end after the step in flight: releasing slots first dropped their
+            # samplers while the engine thread was still sampling with them.
+            try:
+                await self._runner
+            except Exception:
+                log.exception("decode loop failed while closing")
+        for _, _, fut in self._engine_jobs:
+            if not fut.done():
+                fut.set_exception(UnavailableError("server is shutting down"))
+        self._engine_jobs.clear()
         for task in list(self.queue):
             task.push(UnavailableError("server is shutting down"))
         self.queue.clear()
@@ -89,13 +102,6 @@ class Scheduler:
             if slot.task is not None:
                 slot.task.push(UnavailableError("server is shutting down"))
                 slot.release()
-        self._wake.set()
-        if self._runner is not None:
-            self._runner.cancel()
-            try:
-                await self._runner
-            except (asyncio.CancelledError, Exception):
-                pass
         self._executor.shutdown(wait=True)
 
     def submit(self, task: Task) -> Task:
@@ -142,41 +148,75 @@ class Scheduler:
             raise UnavailableError(f"slot {id_slot} is busy")
         return slot
 
-    def erase_slot(self, id_slot: int) -> int:
+    async def erase_slot(self, id_slot: int) -> int:
         slot = self.idle_slot(id_slot)
         n = slot.n_past
-        self.ctx.seq_rm(slot.id, -1, -1)
+        slot.state = SlotState.RESERVED   # not chosen by the loop until the engine has run the job
+        try:
+            await self._in_engine(self.ctx.seq_rm, slot.id, -1, -1)
+        finally:
+            slot.state = SlotState.IDLE
         slot.cache_tokens = []
         return n
 
     async def save_slot(self, id_slot: int, path: str) -> tuple[int, int]:
         slot = self.idle_slot(id_slot)
         tokens = list(slot.cache_tokens)
-        n = await self._in_engine(self.ctx.seq_save_file, path, slot.id, tokens)
+        slot.state = SlotState.RESERVED
+        try:
+            n = await self._in_engine(self.ctx.seq_save_file, path, slot.id, tokens)
+        finally:
+            slot.state = SlotState.IDLE
         return len(tokens), n
 
     async def restore_slot(self, id_slot: int, path: str) -> tuple[int, int]:
         slot = self.idle_slot(id_slot)
-        slot.state = SlotState.RESERVED   # keep it from being chosen while the engine loads
+        slot.state = SlotState.RESERVED
+        slot.cache_tokens = []
         try:
-            self.ctx.seq_rm(slot.id, -1, -1)
-            slot.cache_tokens = []
-            n, tokens = await self._in_engine(self.ctx.seq_load_file, path, slot.id, slot.n_ctx)
-        except LlamacyError:
-            self.ctx.seq_rm(slot.id, -1, -1)
-            raise
+            n, tokens = await self._in_engine(self._load_seq, slot.id, path, slot.n_ctx)
         finally:
             slot.state = SlotState.IDLE
         slot.cache_tokens = tokens
         return len(tokens), n
 
+    def _load_seq(self, seq_id: int, path: str, capacity: int):
+        """Engine thread: replace a sequence by a saved one (left empty if the file is bad)."""
+        self.ctx.seq_rm(seq_id, -1, -1)
+        try:
+            return self.ctx.seq_load_file(path, seq_id, capacity)
+        except Exception:
+            self.ctx.seq_rm(seq_id, -1, -1)
+            raise
+
     async def _in_engine(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run ``fn`` on the engine thread between two steps of the loop, when the loop itself
+        is not using the context (it calls seq_rm/seq_add on the IOLoop thread while admitting
+        and shifting): so one thread at a time touches the context."""
+        if self._closing or self._runner is None or self._runner.done():
+            raise UnavailableError("server is shutting down")
+        fut = asyncio.get_running_loop().create_future()
+        self._engine_jobs.append((fn, args, fut))
+        self._wake.set()
+        return await fut
+
+    async def _run_engine_jobs(self, loop) -> None:
+        while self._engine_jobs:
+            fn, args, fut = self._engine_jobs.popleft()
+            try:
+                res = await loop.run_in_executor(self._executor, fn, *args)
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(res)
 
     # --- the loop ----------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closing:
+            await self._run_engine_jobs(loop)
             self._drop_cancelled()
             if self._system_pending is not None and not any(slot.is_busy for slot in self.slots):
                 await self._apply_system_prompt(loop)
@@ -187,6 +227,8 @@ class Scheduler:
                 continue
             plan = self._assemble()
             if plan is None:
+                if self._engine_jobs:      # queued while this iteration awaited something else
+                    continue
                 self._wake.clear()
                 await self._wake.wait()
                 continue

@@ -1,0 +1,120 @@
+"""GET /metrics: the spec's Prometheus metrics (``--metrics``), plus HTTP request latency.
+
+Each server owns its own ``CollectorRegistry`` (no prometheus-client globals). The spec's
+``llamacpp:*`` values are read from the scheduler when scraped, by a custom collector, so
+the exposed names are exactly the spec's (``# TYPE llamacpp:prompt_tokens_total counter``,
+as llama.cpp writes them). Request latency is a histogram kept here and fed by
+``Metrics.observe`` when a request finishes.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from llamacy.errors import NotSupportedError
+from llamacy.server.base import BaseHandler
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+MAX_LABEL_SETS = 256     # distinct (path, status) pairs kept; later new ones are folded into path="other"
+_NUMERIC_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+def _route_label(path: str) -> str:
+    """A bounded label for a request path: numeric segments (``/slots/0``) become ``{id}``."""
+    return _NUMERIC_SEGMENT.sub("/{id}", path)[:100]
+
+
+class _Latency:
+    """Cumulative histogram counts per (path, status)."""
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[str, str], list] = {}   # key → [bucket counts..., +Inf count, sum]
+
+    def observe(self, path: str, status: str, seconds: float) -> None:
+        key = (path, status)
+        row = self.series.get(key)
+        if row is None:
+            if len(self.series) >= MAX_LABEL_SETS:
+                key = ("other", status)
+                row = self.series.get(key)
+            if row is None:
+                row = self.series[key] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+        row[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        row[-1] += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        fam = HistogramMetricFamily("llamacy:http_request_duration_seconds",
+                                    "HTTP request latency in seconds, by endpoint path and status.",
+                                    labels=["path", "status"])
+        for (path, status), row in sorted(self.series.items()):
+            buckets, total = [], 0
+            for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), row[:-1]):
+                total += n
+                buckets.append((bound, total))
+            fam.add_metric([path, status], buckets, sum_value=row[-1])
+        return fam
+
+
+class Metrics:
+    """The metrics of one server: the spec's engine counters and gauges, and request latency."""
+
+    def __init__(self, state) -> None:
+        self.state = state
+        self.latency = _Latency()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def observe(self, handler) -> None:
+        """Record a finished request (called when a handler finishes)."""
+        self.latency.observe(_route_label(handler.request.path), str(handler.get_status()),
+                             handler.request.request_time())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def collect(self):
+        """The collector protocol: every family, read now from the scheduler and the context."""
+        st = self.state
+        sch = st.scheduler
+        stats = getattr(sch, "stats", None)
+        n_prompt = stats.n_prompt_tokens_processed_total if stats else 0
+        t_prompt = stats.t_prompt_processing_total if stats else 0.0
+        n_gen = stats.n_tokens_predicted_total if stats else 0
+        t_gen = stats.t_tokens_generation_total if stats else 0.0
+        kv_tokens = sch.kv_tokens() if sch is not None else 0
+        n_ctx = st.ctx.n_ctx if st.ctx is not None else 0
+        yield CounterMetricFamily("llamacpp:prompt_tokens_total", "Number of prompt tokens processed.",
+                                  value=n_prompt)
+        yield CounterMetricFamily("llamacpp:tokens_predicted_total", "Number of generation tokens processed.",
+                                  value=n_gen)
+        yield GaugeMetricFamily("llamacpp:prompt_tokens_seconds", "Average prompt throughput in tokens/s.",
+                                value=n_prompt / t_prompt if t_prompt > 0 else 0.0)
+        yield GaugeMetricFamily("llamacpp:predicted_tokens_seconds", "Average generation throughput in tokens/s.",
+                                value=n_gen / t_gen if t_gen > 0 else 0.0)
+        yield GaugeMetricFamily("llamacpp:kv_cache_usage_ratio", "KV-cache usage. 1 means 100 percent usage.",
+                                value=kv_tokens / n_ctx if n_ctx else 0.0)
+        yield GaugeMetricFamily("llamacpp:kv_cache_tokens", "KV-cache tokens.", value=kv_tokens)
+        yield GaugeMetricFamily("llamacpp:requests_processing", "Number of requests processing.",
+                                value=sch.n_processing if sch is not None else 0)
+        yield GaugeMetricFamily("llamacpp:requests_deferred", "Number of requests deferred.",
+                                value=sch.n_deferred if sch is not None else 0)
+        yield self.latency.family()
+
+
+class MetricsHandler(BaseHandler):
+    def get(self) -> None:
+        st = self.state
+        if not st.config.metrics:
+            raise NotSupportedError("This server does not support metrics endpoint.")
+        st.require_ready()
+        if st.metrics is None:   # normally created at start-up, so latency counts from the first request
+            st.metrics = Metrics(st)
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(st.metrics.render())
+
+
+ROUTES = [(r"/metrics", MetricsHandler)]
