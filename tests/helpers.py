@@ -65,6 +65,11 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        if self.proc.returncode in (0, -signal.SIGTERM):
+            try:
+                os.unlink(self.log_path)
+            except OSError:
+                pass
         return self.proc.returncode
 
     def post(self, path: str, json=None, **kw):

@@ -124,6 +124,8 @@ def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int 
     prompt = body["prompt"]
     tokens = tokenize_prompt(vocab, prompt, add_bos=add_bos)
     sampling = parse_sampling(body, vocab)
+    if "\x00" in sampling.grammar:
+        raise InvalidRequestError("'grammar' must not contain NUL characters")
     schema = body.get("json_schema")
     if schema is not None and not sampling.grammar:
         if grammar_from_schema is None:

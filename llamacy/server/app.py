@@ -37,7 +37,8 @@ def make_app(state: ServerState) -> tornado.web.Application:
     for extra in _optional_routes():
         routes.extend((pattern, handler, s) for pattern, handler in extra)
     static_dir = state.config.path or default_webui_dir()
-    routes.append((r"/(.*)", StaticHandler, {"path": static_dir, "default_filename": "index.html"}))
+    routes.append((r"/(.*)", StaticHandler, {"path": static_dir, "default_filename": "index.html",
+                                             "fallback_path": default_webui_dir() if state.config.path else None}))
     return tornado.web.Application(routes, compress_response=False, log_function=log_request)
 
 

@@ -82,7 +82,7 @@ class BaseHandler(tornado.web.RequestHandler):
         super().send_error(status_code, **kwargs)
 
     def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, LlamacyError) and value.status < 500:
+        if isinstance(value, LlamacyError) and value.status != 500:
             return
         super().log_exception(typ, value, tb)
 

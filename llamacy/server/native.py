@@ -9,6 +9,15 @@ from llamacy.api.completion import generation_settings, tokenize_prompt
 from llamacy.api.fields import get_bool, get_str
 from llamacy.errors import InvalidRequestError, NotSupportedError
 from llamacy.server.base import BaseHandler
+from llamacy.serving.tasks import CompletionParams
+
+
+def slot_json(st, slot) -> dict:
+    """One /slots entry: the request's generation settings (the defaults while idle) and its progress."""
+    p = slot.task.params if slot.task is not None else None
+    settings = generation_settings(p if isinstance(p, CompletionParams) else None, model=st.model_name,
+                                   n_ctx=slot.n_ctx, n_predict=st.config.n_predict)
+    return {**settings, **slot.to_json()}
 
 
 class HealthHandler(BaseHandler):
@@ -24,7 +33,7 @@ class HealthHandler(BaseHandler):
         idle, busy = sch.n_idle, sch.n_processing
         out = {"status": "ok" if idle else "no slot available", "slots_idle": idle, "slots_processing": busy}
         if self.get_query_argument("include_slots", None) is not None and st.config.slots_endpoint:
-            out["slots"] = [s.to_json() for s in sch.slots]
+            out["slots"] = [slot_json(st, s) for s in sch.slots]
         status = 200
         if not idle and self.get_query_argument("fail_on_no_slot", None) is not None:
             status = 503
@@ -70,7 +79,7 @@ class DetokenizeHandler(BaseHandler):
         bad = [t for t in tokens if not 0 <= t < n_vocab]
         if bad:
             raise InvalidRequestError(f"'tokens' has id {bad[0]} out of range [0, {n_vocab})")
-        self.write_json({"content": st.model.vocab.detokenize(tokens)})
+        self.write_json({"content": st.model.vocab.detokenize(tokens, unparse_special=True)})
 
 
 class SlotsHandler(BaseHandler):
@@ -79,7 +88,7 @@ class SlotsHandler(BaseHandler):
         if not st.config.slots_endpoint:
             raise NotSupportedError("This server does not support slots endpoint.")
         sch = st.require_ready()
-        self.write_json([s.to_json() for s in sch.slots])
+        self.write_json([slot_json(st, s) for s in sch.slots])
 
 
 _FILENAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
