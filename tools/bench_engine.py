@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
+try:  # an installed llamacy first; else a source tree built in place
+    import llamacy.engine.model  # noqa: F401
+except ImportError:
     sys.path.insert(0, str(_ROOT))
 
 from llamacy.engine.context import Batch, Context  # noqa: E402

@@ -233,12 +233,12 @@ class Scheduler:
                 await self._wake.wait()
                 continue
             try:
-                result = await loop.run_in_executor(self._executor, self._decode_and_sample, plan)
+                result = await loop.run_in_executor(self._executor, self._decode_and_sample, plan, loop)
             except LlamacyError as exc:
                 log.error("decode failed: %s", exc)
                 self._fail_batch(plan, exc)
                 continue
-            self._publish(plan, *result)
+            self._publish(*result)
 
     async def _apply_system_prompt(self, loop) -> None:
         tokens, self._system_pending = self._system_pending, None
@@ -360,6 +360,7 @@ class Scheduler:
         batch.clear()
         outputs: list[tuple[Slot, int]] = []       # (slot, batch index) to sample
         added: list[tuple[Slot, list[int]]] = []   # tokens entering each slot's KV
+        meta: list[tuple[int, int] | None] = []    # per output: (position, tokens allowed after this one)
         for slot in self.slots:
             if slot.state != SlotState.GENERATING:
                 continue
@@ -377,6 +378,7 @@ class Scheduler:
                 pos = slot.n_past
             outputs.append((slot, batch.add(tok, pos, slot.id, True)))
             added.append((slot, [tok]))
+            meta.append((pos, slot.n_predict - slot.n_decoded - 1 if slot.n_predict >= 0 else 1 << 30))
         budget = self.n_batch - batch.n_tokens
         for slot in self.slots:
             if slot.state != SlotState.PROMPT or budget <= 0:
@@ -395,13 +397,14 @@ class Scheduler:
             added.append((slot, chunk))
             if want:
                 outputs.append((slot, idx))
+                meta.append(None)
         if batch.n_tokens == 0:
             # prompts fully cached with n_predict == 0 finish without a decode
             for slot in self.slots:
                 if slot.state == SlotState.PROMPT and slot.n_past >= len(slot.prompt_tokens):
                     self._finish(slot)
             return None
-        return outputs, added
+        return outputs, added, meta
 
     def _self_extend(self, slot: Slot) -> int:
         """Self-extend before a generated token: group the oldest window of positions by
@@ -428,15 +431,47 @@ class Scheduler:
         del slot.cache_tokens[n_keep:n_keep + n_discard]
         slot.truncated = True
 
-    def _decode_and_sample(self, plan):
-        """Engine thread: decode the batch, then sample every output in one call."""
-        outputs, _ = plan
-        t0 = time.perf_counter()
-        self.ctx.decode(self.batch)
-        probs = [slot.sampler.top_probs(self.ctx, idx, slot.n_probs) if slot.n_probs > 0 else None
-                 for slot, idx in outputs]
-        tokens = sample_batch(self.ctx, [slot.sampler for slot, _ in outputs], [idx for _, idx in outputs])
-        return tokens, probs, time.perf_counter() - t0
+    def _decode_and_sample(self, plan, loop):
+        """Engine thread: decode the batch, sample every output in one call; then, while the
+        step was pure generation and nothing waits for the loop, decode the next step right
+        away (handing this step's results to the IOLoop to publish meanwhile), so the engine
+        never idles for the IOLoop's turnaround. Returns the last step for the loop to publish."""
+        while True:
+            outputs = plan[0]
+            t0 = time.perf_counter()
+            self.ctx.decode(self.batch)
+            probs = [slot.sampler.top_probs(self.ctx, idx, slot.n_probs) if slot.n_probs > 0 else None
+                     for slot, idx in outputs]
+            tokens = sample_batch(self.ctx, [slot.sampler for slot, _ in outputs], [idx for _, idx in outputs])
+            dt = time.perf_counter() - t0
+            following = self._continuation(plan, tokens)
+            if following is None:
+                return plan, tokens, probs, dt
+            loop.call_soon_threadsafe(self._publish, plan, tokens, probs, dt)
+            plan = following
+
+    def _continuation(self, plan, tokens: list[int]):
+        """Engine thread: the next generation step, when it can be decided without the IOLoop —
+        no new work queued, and no output that might end (EOG, last allowed token, a full
+        context, stop strings the text must be checked for, a cancelled client)."""
+        outputs, added, meta = plan
+        if (not outputs or len(added) != len(outputs) or self.queue or self._engine_jobs
+                or self._system_pending is not None or self._closing or self.ga_n > 1):
+            return None
+        is_eog = self.is_eog
+        for (slot, _), tok, m in zip(outputs, tokens, meta):
+            task = slot.task
+            if (m is None or task is None or task.cancelled or tok < 0 or is_eog[tok] or m[1] <= 0
+                    or m[0] + 2 > slot.n_ctx or slot.text.stops):
+                return None
+        batch = self.batch
+        batch.clear()
+        nxt_out, nxt_added, nxt_meta = [], [], []
+        for (slot, _), tok, (pos, n_left) in zip(outputs, tokens, meta):
+            nxt_out.append((slot, batch.add(tok, pos + 1, slot.id, True)))
+            nxt_added.append((slot, [tok]))
+            nxt_meta.append((pos + 1, n_left - 1))
+        return nxt_out, nxt_added, nxt_meta
 
     def _fail_batch(self, plan, exc: LlamacyError) -> None:
         for slot, _ in plan[1]:
@@ -447,7 +482,7 @@ class Scheduler:
             slot.cache_tokens = []
 
     def _publish(self, plan, tokens: list[int], probs: list, dt: float) -> None:
-        outputs, added = plan
+        outputs, added, _ = plan
         now = time.perf_counter()
         stats = self.stats
         stats.n_decode_total += 1
