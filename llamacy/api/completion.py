@@ -121,6 +121,8 @@ def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int 
     body = require_object(body)
     if "prompt" not in body:
         raise InvalidRequestError("'prompt' is required")
+    if body.get("image_data"):
+        raise InvalidRequestError("'image_data' needs a multimodal model: multimodal input is not supported")
     prompt = body["prompt"]
     tokens = tokenize_prompt(vocab, prompt, add_bos=add_bos)
     sampling = parse_sampling(body, vocab)

@@ -79,6 +79,13 @@ def load_engine(state: ServerState) -> None:
     init_backend(verbose=c.verbose, numa=c.numa)
     if c.n_gpu_layers and not supports_gpu_offload():
         log.warning("-ngl %d ignored: this engine build has no GPU offload", c.n_gpu_layers)
+    if c.mmproj:
+        log.warning("--mmproj %s ignored: multimodal input (image_data) is not supported by llamacy", c.mmproj)
+    if c.lora_base:
+        log.warning("--lora-base %s ignored: the engine applies LoRA adapters to the loaded model itself",
+                    c.lora_base)
+    if c.threads_http > 0:
+        log.warning("--threads-http %d ignored: HTTP runs on one event loop", c.threads_http)
     path = resolve_model(c) or c.model or default_model_path()
     state.model_path = path
     model = Model(path, n_gpu_layers=c.n_gpu_layers, main_gpu=c.main_gpu, tensor_split=list(c.tensor_split),
