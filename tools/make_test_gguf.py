@@ -4,6 +4,10 @@ default the packaged SmolLM2 model), random F32 weights, and optional FIM token 
 features the default model lacks (infill) can be exercised end to end. Outputs are noise.
 
     python tools/make_test_gguf.py OUT.gguf [--source MODEL.gguf] [--fim PRE,SUF,MID]
+    python tools/make_test_gguf.py OUT.gguf --lora-for MODEL.gguf [--rank 8]
+
+``--lora-for`` writes instead a random LoRA adapter for MODEL's attention and FFN weights
+(strong enough to change its greedy output), to test --lora.
 """
 from __future__ import annotations
 
@@ -83,12 +87,41 @@ def make(out: str, source: str, fim: tuple[int, int, int] | None, n_embd: int = 
     writer.close()
 
 
+def make_lora(out: str, base: str, rank: int = 8, scale: float = 0.5, seed: int = 0) -> None:
+    """A LoRA adapter GGUF for ``base``: lora_a (rank x n_in) and lora_b (n_out x rank) per
+    attention/FFN weight, in the layout libllama expects (A already transposed)."""
+    import gguf
+    reader = gguf.GGUFReader(base)
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    writer = gguf.GGUFWriter(out, arch)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(rank))
+    rng = np.random.default_rng(seed)
+    targets = ("attn_q.weight", "attn_v.weight", "ffn_down.weight")
+    for t in reader.tensors:
+        if not t.name.startswith("blk.") or not t.name.endswith(targets):
+            continue
+        n_in, n_out = int(t.shape[0]), int(t.shape[1])   # ggml order: ne0 = input width
+        writer.add_tensor(t.name + ".lora_a", (rng.standard_normal((rank, n_in)) * scale).astype(np.float32))
+        writer.add_tensor(t.name + ".lora_b", (rng.standard_normal((n_out, rank)) * scale).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
     ap.add_argument("--source", help="GGUF to take the tokenizer from (default: the packaged SmolLM2)")
     ap.add_argument("--fim", help="FIM prefix,suffix,middle token ids, e.g. 3,4,5")
+    ap.add_argument("--lora-for", metavar="MODEL", help="write a random LoRA adapter for this model instead")
+    ap.add_argument("--rank", type=int, default=8)
     args = ap.parse_args(argv)
+    if args.lora_for:
+        make_lora(args.out, args.lora_for, args.rank)
+        return 0
     source = args.source
     if source is None:
         from llamacy.models import default_model_path
