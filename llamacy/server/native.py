@@ -5,7 +5,7 @@ import os
 import re
 import time
 
-from llamacy.api.completion import generation_settings, tokenize_prompt
+from llamacy.api.completion import generation_settings
 from llamacy.api.fields import get_bool, get_str
 from llamacy.errors import InvalidRequestError, NotSupportedError
 from llamacy.server.base import BaseHandler

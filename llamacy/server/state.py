@@ -1,7 +1,6 @@
 """Everything the handlers share: config, model, context, scheduler, loading status."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from dataclasses import dataclass, field

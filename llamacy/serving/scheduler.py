@@ -3,7 +3,10 @@
 One coroutine on the IOLoop runs steps: assemble a Batch (prompt chunks of new requests,
 bounded by n_batch, plus one token for every generating slot), hand it to the one-thread
 engine executor (decode + sample every slot, all GIL-released C calls), then publish each
-slot's token as text and check stops. New requests join between steps.
+slot's token as text and check stops. New requests join between steps. While a step is pure
+generation and nothing waits, the engine thread goes straight on to the next step and the
+IOLoop publishes behind it (see ``_continuation``). Everything that touches the context runs
+on the engine thread or between steps, never beside a decode.
 """
 from __future__ import annotations
 
@@ -19,8 +22,7 @@ from llamacy.engine.model import Model
 from llamacy.engine.sampling import Sampler, sample_batch
 from llamacy.errors import InvalidRequestError, LlamacyError, UnavailableError
 from llamacy.serving.slots import Slot, SlotState, common_prefix
-from llamacy.serving.tasks import (CompletionParams, EmbeddingParams, EmbeddingResult, Final, Partial, Task,
-                                   TokenProbs)
+from llamacy.serving.tasks import CompletionParams, EmbeddingResult, Final, Partial, Task, TokenProbs
 
 log = logging.getLogger(__name__)
 
