@@ -131,15 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-predict", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", "-t", type=int, default=None)
+    ap.add_argument("--n-gpu-layers", "-ngl", type=int, default=0, help="layers offloaded (engine and server)")
     ap.add_argument("--server-arg", action="append", default=[], help="extra flag for the server (repeatable)")
     args = ap.parse_args(argv)
     model_path = args.model or bench_engine.default_model_path()
-    model = bench_engine.Model(model_path)
+    model = bench_engine.Model(model_path, n_gpu_layers=args.n_gpu_layers)
     rows = []
     for p in [int(x) for x in args.parallel.split(",")]:
         eng = bench_engine.run_engine_bench(model, p, args.prompt_tokens, args.n_predict, args.repeat, args.threads)
         srv = run_server_bench(model, p, args.prompt_tokens, args.n_predict, args.repeat, args.threads,
-                               ["-m", model_path, *args.server_arg])
+                               ["-m", model_path, "-ngl", str(args.n_gpu_layers), *args.server_arg])
         # end to end on both sides: prefill + generation of every sequence, over the wall time
         eng_tok_s = p * args.n_predict / (eng["prompt_s"] + eng["gen_s"])
         rows.append((p, eng_tok_s, srv["gen_tok_s"], srv["ttft_mean_ms"], srv["ttft_p99_ms"]))
