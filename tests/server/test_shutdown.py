@@ -171,11 +171,11 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
     if tool is None:
         pytest.skip("systemd-analyze is not installed here: only the configparser checks ran")
     # verify checks that ExecStart's binary exists: point it at a stand-in
-    stub = tmp_path / "llamacy"
-    stub.write_text("#!/bin/sh\nexit 0\n")
-    stub.chmod(0o755)
+    fake_llamacy = tmp_path / "llamacy"
+    fake_llamacy.write_text("#!/bin/sh\nexit 0\n")
+    fake_llamacy.chmod(0o755)
     unit = tmp_path / "llamacy.service"
-    unit.write_text(UNIT.read_text().replace("/opt/llamacy/.venv/bin/llamacy", str(stub)))
+    unit.write_text(UNIT.read_text().replace("/opt/llamacy/.venv/bin/llamacy", str(fake_llamacy)))
     r = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
