@@ -19,8 +19,15 @@ from third_party.ggml.llama cimport *
 from llamacy.engine.model cimport Model, Vocab
 from llamacy.engine.context cimport Context
 
+import logging
+import os
+import sys
+import tempfile
+
 from llamacy.errors import GrammarError, InvalidRequestError, LlamacyError
 from llamacy.engine.sampling_params import SamplingParams, SAMPLER_NAMES
+
+_log = logging.getLogger("llamacy.engine.grammar")
 
 
 # --- repetition penalties (custom sampler) -------------------------------------------
@@ -312,6 +319,28 @@ cdef llama_token sample_core(SamplerCore * c, llama_context * ctx, int32_t idx) 
     return tok
 
 
+cdef llama_sampler * init_grammar(Vocab vocab, bytes grammar):
+    """``llama_sampler_init_grammar`` with its parser's messages kept out of the server's
+    output: the parser fprintf()s to stderr, bypassing ``llama_log_set``, so fd 2 is pointed at
+    a temporary file for the call and a rejection's text is logged through Python logging."""
+    cdef llama_sampler * gs
+    cdef const char * c_grammar = grammar
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            gs = llama_sampler_init_grammar(vocab.c_vocab, c_grammar, b"root")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if gs == NULL:
+            capture.seek(0)
+            text = capture.read(4096).decode("utf-8", "replace").strip()
+            _log.warning("grammar rejected: %s", text.splitlines()[0] if text else "parse error")
+    return gs
+
+
 cdef llama_sampler * _checked(llama_sampler * s, str what) except NULL:
     if s == NULL:
         raise LlamacyError(f"failed to create the {what} sampler")
@@ -383,7 +412,7 @@ cdef class Sampler:
         cdef llama_sampler * gs
         if params.grammar:
             g = params.grammar.encode()
-            gs = llama_sampler_init_grammar(vocab.c_vocab, g, b"root")
+            gs = init_grammar(vocab, g)
             if gs == NULL:
                 raise GrammarError()
             llama_sampler_chain_add(self.c.chain, gs)
@@ -647,8 +676,7 @@ def apply_penalties(Model model, params: SamplingParams, history, logits) -> lis
 
 def validate_grammar(Model model, str grammar) -> None:
     """Raise GrammarError if libllama can't parse ``grammar`` (checked before a request queues)."""
-    cdef bytes g = grammar.encode()
-    cdef llama_sampler * gs = llama_sampler_init_grammar(model.vocab.c_vocab, g, b"root")
+    cdef llama_sampler * gs = init_grammar(model.vocab, grammar.encode())
     if gs == NULL:
         raise GrammarError()
     llama_sampler_free(gs)

@@ -75,8 +75,6 @@ def test_api_key_never_logged(json_server):
     assert "api_key" not in log and "Authorization" not in log
 
 
-@pytest.mark.xfail(strict=True, reason="libllama's grammar parser fprintf()s to stderr, bypassing llama_log_set: "
-                                      "plain-text lines in a json log (fix: capture fd 2 around llama_sampler_init_grammar)")
 def test_engine_stderr_lines_are_json_too(json_server):
     r = json_server.post("/completion", json={"prompt": "x", "grammar": "root ::= ("}, headers=AUTH)
     assert r.status_code == 400
