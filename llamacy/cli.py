@@ -102,7 +102,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         lora=tuple(a.lora), lora_base=a.lora_base, mmproj=a.mmproj, n_gpu_layers=a.n_gpu_layers,
         main_gpu=a.main_gpu, tensor_split=split, mlock=a.mlock, no_mmap=a.no_mmap or bool(a.lora), numa=a.numa,
         n_ctx=a.ctx_size, n_batch=a.batch_size, n_ubatch=a.ubatch_size, n_parallel=a.parallel,
-        cont_batching=True, threads=a.threads, threads_batch=a.threads_batch, threads_http=a.threads_http,
+        threads=a.threads, threads_batch=a.threads_batch, threads_http=a.threads_http,
         n_predict=a.n_predict, rope_scaling=a.rope_scaling, rope_freq_base=a.rope_freq_base,
         rope_freq_scale=a.rope_freq_scale, yarn_ext_factor=a.yarn_ext_factor, yarn_attn_factor=a.yarn_attn_factor,
         yarn_beta_slow=a.yarn_beta_slow, yarn_beta_fast=a.yarn_beta_fast, pooling=a.pooling,

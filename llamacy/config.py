@@ -27,7 +27,6 @@ class ServerConfig:
     n_batch: int = 2048
     n_ubatch: int = 512
     n_parallel: int = 1
-    cont_batching: bool = True
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     threads_batch: int = -1
     threads_http: int = -1

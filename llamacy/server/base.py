@@ -12,10 +12,6 @@ from llamacy.errors import AuthenticationError, InvalidRequestError, LlamacyErro
 
 log = logging.getLogger(__name__)
 
-# Endpoints that answer without an API key: liveness probes and the static web UI.
-PUBLIC_PATHS = ("/health", "/v1/health")
-
-
 class BaseHandler(tornado.web.RequestHandler):
     public = False
 

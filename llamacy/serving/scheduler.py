@@ -35,8 +35,6 @@ class Stats:
     t_prompt_processing_total: float = 0.0      # seconds
     n_tokens_predicted_total: int = 0
     t_tokens_generation_total: float = 0.0      # seconds
-    n_decode_total: int = 0
-    n_requests_total: int = 0
 
 
 class Scheduler:
@@ -112,8 +110,6 @@ class Scheduler:
         p = task.params
         if isinstance(p, CompletionParams) and p.id_slot >= self.n_parallel:
             raise InvalidRequestError(f"id_slot {p.id_slot} out of range [0, {self.n_parallel})")
-        task.t_queued = time.perf_counter()
-        self.stats.n_requests_total += 1
         self.queue.append(task)
         self._wake.set()
         return task
@@ -487,7 +483,6 @@ class Scheduler:
         outputs, added, _ = plan
         now = time.perf_counter()
         stats = self.stats
-        stats.n_decode_total += 1
         n_prompt = 0
         for slot, toks in added:
             slot.cache_tokens.extend(toks)
@@ -514,7 +509,6 @@ class Scheduler:
                 self._finish(slot, stopped_eos=True)
                 continue
             slot.n_decoded += 1
-            slot.generated.append(tok)
             if is_eog[tok]:
                 self._finish(slot, stopped_eos=True)
                 continue
@@ -558,7 +552,7 @@ class Scheduler:
                 content=slot.text.text, probs=slot.probs, id_slot=slot.id, stopped_eos=stopped_eos,
                 stopped_limit=stopped_limit, stopped_word=stopped_word, stopping_word=slot.text.stopping_word,
                 tokens_predicted=n_gen, tokens_evaluated=len(slot.prompt_tokens), tokens_cached=slot.n_past,
-                truncated=slot.truncated, timings=timings, generated_tokens=slot.generated))
+                truncated=slot.truncated, timings=timings))
         slot.release()
         self._wake.set()
 

@@ -49,13 +49,11 @@ class Slot:
         self.n_decoded = 0
         self.n_predict = -1
         self.n_keep = 0
-        self.n_prompt_cached = 0
         self.truncated = False
         self.stream = False
         self.n_probs = 0
         self.probs: list[TokenProbs] = []
         self.probs_unsent: list[TokenProbs] = []
-        self.generated: list[int] = []
         self.t_start = 0.0
         self.t_prompt_done = 0.0
         self.n_prompt_evaluated = 0
@@ -84,7 +82,6 @@ class Slot:
         self.text = TextStream(p.stop)
         self.state = SlotState.PROMPT
         self.t_start = time.perf_counter()
-        self.n_prompt_cached = self.n_past
 
     def release(self) -> None:
         self.state = SlotState.IDLE

@@ -68,7 +68,6 @@ class Final:
     tokens_cached: int
     truncated: bool
     timings: dict
-    generated_tokens: list[int]
 
 
 @dataclass
@@ -80,8 +79,7 @@ class EmbeddingResult:
 class Task:
     """A request in flight: the scheduler pushes events, the handler consumes them."""
 
-    __slots__ = ("id", "params", "kind", "_events", "_wakeup", "cancelled", "done", "id_slot",
-                 "t_queued")
+    __slots__ = ("id", "params", "kind", "_events", "_wakeup", "cancelled", "done", "id_slot")
 
     def __init__(self, params: CompletionParams | EmbeddingParams, kind: str = "completion") -> None:
         self.id = next(_task_ids)
@@ -92,7 +90,6 @@ class Task:
         self.cancelled = False
         self.done = False
         self.id_slot = -1
-        self.t_queued = 0.0
 
     def push(self, event) -> None:
         self._events.append(event)
