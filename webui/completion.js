@@ -134,6 +134,19 @@ async function postJSON(path, body, config, accept) {
 }
 
 /**
+ * POSTs `body` with `stream: true`. Returns `{response}` holding the event stream, or
+ * `{single}` with the parsed body when a server answered with one JSON object instead.
+ */
+async function openStream(path, body, config) {
+  const response = await postJSON(path, { ...body, stream: true }, config, 'text/event-stream');
+  const contentType = response.headers.get('Content-Type') || '';
+  if (!contentType.includes('application/json')) return { response };
+  const single = await response.json();
+  if (single && single.error) throw toError(single, response.status);
+  return { single };
+}
+
+/**
  * Parses a `text/event-stream` response body into events.
  *
  * Follows the server-sent events format: lines end in LF, CRLF or CR; an event
@@ -282,19 +295,9 @@ function parseEventData(ev) {
  * @throws {Error} on HTTP errors and error events (message = server's error.message)
  */
 export async function* llama(prompt, params = {}, config = {}) {
-  const response = await postJSON(
-    '/completion',
-    { ...params, prompt, stream: true },
-    config,
-    'text/event-stream',
-  );
-
-  // Tolerate a server that ignored stream:true and answered with one JSON object.
-  const contentType = response.headers.get('Content-Type') || '';
-  if (contentType.includes('application/json')) {
-    const data = await response.json();
-    if (data && data.error) throw toError(data, response.status);
-    const chunk = { data };
+  const { response, single } = await openStream('/completion', { ...params, prompt }, config);
+  if (single !== undefined) {
+    const chunk = { data: single };
     yield chunk;
     return chunk;
   }
@@ -429,21 +432,12 @@ export async function llamaComplete(params, controller, callback, config = {}) {
  * @throws {Error} on HTTP errors and error events
  */
 export async function* chat(messages, params = {}, config = {}) {
-  const response = await postJSON(
-    '/v1/chat/completions',
-    { ...params, messages, stream: true },
-    config,
-    'text/event-stream',
-  );
-
-  // Tolerate a non-streamed answer: present it as one chunk with a delta.
-  const contentType = response.headers.get('Content-Type') || '';
-  if (contentType.includes('application/json')) {
-    const data = await response.json();
-    if (data && data.error) throw toError(data, response.status);
+  const { response, single } = await openStream('/v1/chat/completions', { ...params, messages }, config);
+  if (single !== undefined) {
+    // present a non-streamed answer as one chunk with a delta
     const chunk = {
-      ...data,
-      choices: (data.choices || []).map((c) => ({ ...c, delta: c.delta ?? c.message })),
+      ...single,
+      choices: (single.choices || []).map((c) => ({ ...c, delta: c.delta ?? c.message })),
     };
     yield chunk;
     return chunk;
