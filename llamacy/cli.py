@@ -72,6 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slots-endpoint-disable", action="store_true", help="disable GET /slots")
     g.add_argument("--metrics", action="store_true", help="enable the Prometheus /metrics endpoint")
     g.add_argument("--slot-save-path", help="directory for slot save/restore files")
+    g = p.add_argument_group("limits (beyond one, a request is refused with a clear 4xx or 503)")
+    g.add_argument("--max-body-size", type=int, default=32 << 20, metavar="BYTES",
+                   help="largest request body (default: 32 MiB; larger → 413)")
+    g.add_argument("--queue-max", type=int, default=1024, metavar="N",
+                   help="requests waiting for a slot or an embedding batch (default: 1024; more → 503 + Retry-After)")
+    g.add_argument("--max-n-probs", type=int, default=100, metavar="N", help="largest n_probs (default: 100)")
+    g.add_argument("--max-stop-strings", type=int, default=64, metavar="N",
+                   help="stop strings per request (default: 64)")
+    g.add_argument("--max-stop-length", type=int, default=256, metavar="N",
+                   help="characters per stop string (default: 256)")
+    g.add_argument("--max-grammar-size", type=int, default=256 << 10, metavar="BYTES",
+                   help="largest grammar, given or made from a JSON schema (default: 256 KiB)")
+    g.add_argument("--max-schema-depth", type=int, default=64, metavar="N",
+                   help="deepest nesting of a JSON schema (default: 64)")
+    g.add_argument("--max-embedding-inputs", type=int, default=2048, metavar="N",
+                   help="inputs in one embedding request (default: 2048)")
     g = p.add_argument_group("logging")
     g.add_argument("--log-disable", action="store_true", help="disable logging")
     g.add_argument("--log-format", choices=["json", "text"], default="json", help="log format (default: json)")
@@ -92,9 +108,13 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         split = tuple(float(x) for x in a.tensor_split.replace("/", ",").split(",") if x.strip())
     except ValueError:
         p.error(f"--tensor-split must be comma-separated numbers, got {a.tensor_split!r}")
-    for name in ("ctx_size", "batch_size", "ubatch_size", "parallel"):
+    for name in ("ctx_size", "batch_size", "ubatch_size", "parallel", "max_body_size", "queue_max",
+                 "max_stop_length", "max_grammar_size", "max_schema_depth", "max_embedding_inputs", "timeout"):
         if getattr(a, name) < 1 and not (name == "ctx_size" and getattr(a, name) == 0):
             p.error(f"--{name.replace('_', '-')} must be positive")
+    for name in ("max_n_probs", "max_stop_strings"):
+        if getattr(a, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must not be negative")
     if a.ssl_key_file and not a.ssl_cert_file or a.ssl_cert_file and not a.ssl_key_file:
         p.error("--ssl-key-file and --ssl-cert-file go together")
     return ServerConfig(
@@ -112,7 +132,10 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         host=a.host, port=a.port, timeout=a.timeout, path=a.path, api_keys=tuple(keys),
         ssl_key_file=a.ssl_key_file, ssl_cert_file=a.ssl_cert_file, slots_endpoint=not a.slots_endpoint_disable,
         metrics=a.metrics, slot_save_path=a.slot_save_path, verbose=a.verbose, log_disable=a.log_disable,
-        log_format=a.log_format)
+        log_format=a.log_format, max_body_bytes=a.max_body_size, queue_max=a.queue_max, max_n_probs=a.max_n_probs,
+        max_stop_strings=a.max_stop_strings, max_stop_length=a.max_stop_length,
+        max_grammar_bytes=a.max_grammar_size, max_schema_depth=a.max_schema_depth,
+        max_embedding_inputs=a.max_embedding_inputs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,15 @@ class ServerConfig:
     slots_endpoint: bool = True
     metrics: bool = False
     slot_save_path: str | None = None
+    # limits (each documented in the README; beyond one → 400/413/503)
+    max_body_bytes: int = 32 << 20
+    queue_max: int = 1024
+    max_n_probs: int = 100
+    max_stop_strings: int = 64
+    max_stop_length: int = 256
+    max_grammar_bytes: int = 256 << 10
+    max_schema_depth: int = 64
+    max_embedding_inputs: int = 2048
     # logging
     verbose: bool = False
     log_disable: bool = False

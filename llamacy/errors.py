@@ -11,6 +11,8 @@ class LlamacyError(Exception):
 
     status: int = 500
     type: str = "server_error"
+    reason: str = ""       # a short label for llamacy:requests_rejected_total (default: the type)
+    headers: tuple[tuple[str, str], ...] = ()   # extra HTTP headers for the error response
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
@@ -61,9 +63,32 @@ class NotSupportedError(LlamacyError):
     type = "not_supported_error"
 
 
+class PayloadTooLargeError(LlamacyError):
+    """A request body over --max-body-size (413)."""
+
+    status = 413
+    type = "invalid_request_error"
+    reason = "body_too_large"
+
+
 class UnavailableError(LlamacyError):
     status = 503
     type = "unavailable_error"
+
+
+class QueueFullError(UnavailableError):
+    """More requests waiting than --queue-max allows: try again shortly (503 + Retry-After)."""
+
+    reason = "queue_full"
+    headers = (("Retry-After", "1"),)
+
+
+class InsufficientStorageError(LlamacyError):
+    """No space left where a file had to be written (507)."""
+
+    status = 507
+    type = "server_error"
+    reason = "insufficient_storage"
 
 
 class ModelLoadError(LlamacyError):

@@ -6,7 +6,8 @@ from typing import Any
 from llamacy.api.fields import get_bool, get_float, get_int, get_str, get_str_list, require_object
 from llamacy.engine.sampling_params import SAMPLER_NAMES, SamplingParams
 from llamacy.errors import InvalidRequestError
-from llamacy.serving.tasks import CompletionParams, Final, Partial, TokenProbs
+from llamacy.serving.slots import SlotSnapshot
+from llamacy.serving.tasks import CompletionParams, Final, Partial, Timings, TokenProbs
 
 MAX_PROMPT_ITEMS = 1 << 20
 
@@ -126,8 +127,6 @@ def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int 
     prompt = body["prompt"]
     tokens = tokenize_prompt(vocab, prompt, add_bos=add_bos)
     sampling = parse_sampling(body, vocab)
-    if "\x00" in sampling.grammar:
-        raise InvalidRequestError("'grammar' must not contain NUL characters")
     schema = body.get("json_schema")
     if schema is not None and not sampling.grammar:
         if grammar_from_schema is None:
@@ -138,7 +137,7 @@ def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int 
         sampling=sampling,
         n_predict=get_int(body, "n_predict", n_predict_default, lo=-1, hi=1 << 24),
         n_keep=get_int(body, "n_keep", 0, lo=-1, hi=1 << 24),
-        stop=get_str_list(body, "stop"),
+        stop=get_str_list(body, "stop", max_items=1 << 16),   # the configured limit is checked after parsing
         stream=get_bool(body, "stream", False),
         cache_prompt=get_bool(body, "cache_prompt", False),
         id_slot=get_int(body, "id_slot", get_int(body, "slot_id", -1, lo=-1), lo=-1),
@@ -162,6 +161,30 @@ def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n
         "ignore_eos": s.ignore_eos, "stream": p.stream if p else False,
         "logit_bias": [[t, False if b is None else b] for t, b in s.logit_bias],
         "n_probs": s.n_probs, "min_keep": s.min_keep, "grammar": s.grammar, "samplers": list(s.samplers),
+    }
+
+
+def timings_json(t: Timings) -> dict:
+    """The spec's ``timings`` object."""
+    return {
+        "prompt_n": t.n_prompt, "prompt_ms": t.prompt_ms,
+        "prompt_per_token_ms": t.prompt_ms / t.n_prompt if t.n_prompt else 0.0,
+        "prompt_per_second": 1e3 * t.n_prompt / t.prompt_ms if t.prompt_ms > 0 and t.n_prompt else 0.0,
+        "predicted_n": t.n_predicted, "predicted_ms": t.predicted_ms,
+        "predicted_per_token_ms": t.predicted_ms / t.n_predicted if t.n_predicted else 0.0,
+        "predicted_per_second": 1e3 * t.n_predicted / t.predicted_ms if t.predicted_ms > 0 and t.n_predicted else 0.0,
+    }
+
+
+def slot_json(snap: SlotSnapshot, *, model: str, n_predict: int) -> dict:
+    """One /slots entry: the request's generation settings (the defaults while idle) and its progress."""
+    p = snap.params if isinstance(snap.params, CompletionParams) else None
+    return {
+        **generation_settings(p, model=model, n_ctx=snap.n_ctx, n_predict=n_predict),
+        "id": snap.id, "task_id": snap.task_id, "state": int(snap.is_processing), "n_ctx": snap.n_ctx,
+        "prompt": p.prompt if p is not None else "",
+        "next_token": {"has_next_token": snap.has_next_token, "n_remain": snap.n_remain, "n_decoded": snap.n_decoded,
+                       "stopped_eos": False, "stopped_limit": False, "stopped_word": False, "stopping_word": ""},
     }
 
 
@@ -194,7 +217,7 @@ def final_json(ev: Final, p: CompletionParams, pieces, *, model: str, n_ctx: int
         "stopped_limit": ev.stopped_limit,
         "stopping_word": ev.stopping_word,
         "tokens_cached": ev.tokens_cached,
-        "timings": ev.timings,
+        "timings": timings_json(ev.timings),
     }
     if p.sampling.n_probs > 0 and not stream:
         out["completion_probabilities"] = _probs_json(pieces, ev.probs)

@@ -33,7 +33,8 @@ import re
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from llamacy.errors import UnsupportedSchemaError
+from llamacy.api.limits import DEFAULT_LIMITS, check_json_depth
+from llamacy.errors import InvalidRequestError, UnsupportedSchemaError
 
 __all__ = ["json_schema_to_grammar", "any_json_object_grammar", "JSON_OBJECT_GRAMMAR"]
 
@@ -948,9 +949,15 @@ class _Pattern:
         return [(ord(c), ord(c))]
 
 
-def json_schema_to_grammar(schema: dict | bool) -> str:
-    """A complete GBNF grammar (root rule ``root``) accepting JSON valid against ``schema``."""
-    return _Converter(schema).convert()
+def json_schema_to_grammar(schema: dict | bool, max_depth: int = DEFAULT_LIMITS.max_schema_depth) -> str:
+    """A complete GBNF grammar (root rule ``root``) accepting JSON valid against ``schema``.
+    A schema nested deeper than ``max_depth`` (or whose $ref chains recurse as deep) → 400."""
+    check_json_depth(schema, max_depth, "json_schema")
+    try:
+        return _Converter(schema).convert()
+    except RecursionError:
+        raise InvalidRequestError(f"'json_schema' is too deeply nested: its $ref chains go deeper than the "
+                                  f"converter allows (nesting is limited to {max_depth} levels)") from None
 
 
 def any_json_object_grammar() -> str:

@@ -7,7 +7,7 @@ import secrets
 import time
 from typing import Any
 
-from llamacy.api.completion import parse_sampling, tokenize_prompt
+from llamacy.api.completion import parse_sampling, timings_json, tokenize_prompt
 from llamacy.api.fields import get_bool, get_int, get_str_list, require_object
 from llamacy.errors import InvalidRequestError
 from llamacy.serving.tasks import CompletionParams, Final, TokenProbs
@@ -99,7 +99,7 @@ def _params(body: dict, vocab, prompt, *, add_bos: bool, grammar_from_schema, ch
         raise InvalidRequestError("'stream_options' must be an object")
     return CompletionParams(
         prompt_tokens=tokens, sampling=sampling, n_predict=_n_predict(body, -1),
-        n_keep=get_int(body, "n_keep", 0, lo=-1), stop=get_str_list(body, "stop", max_items=16),
+        n_keep=get_int(body, "n_keep", 0, lo=-1), stop=get_str_list(body, "stop", max_items=1 << 16),
         stream=get_bool(body, "stream", False), cache_prompt=get_bool(body, "cache_prompt", True),
         id_slot=get_int(body, "id_slot", -1, lo=-1), prompt=prompt)
 
@@ -152,7 +152,7 @@ def chat_response(ev: Final, *, id: str, model: str, n_probs: int, pieces) -> di
     choice = {"index": 0, "message": {"role": "assistant", "content": ev.content},
               "finish_reason": finish_reason(ev), "logprobs": chat_logprobs(ev.probs, pieces) if n_probs else None}
     return {"id": id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": None, "choices": [choice], "usage": usage(ev), "timings": ev.timings}
+            "system_fingerprint": None, "choices": [choice], "usage": usage(ev), "timings": timings_json(ev.timings)}
 
 
 def chat_chunk(*, id: str, model: str, created: int, delta: dict, finish: str | None = None,
@@ -166,7 +166,7 @@ def completions_response(ev: Final, *, id: str, model: str, n_probs: int, pieces
     choice = {"index": 0, "text": ev.content, "finish_reason": finish_reason(ev),
               "logprobs": completion_logprobs(ev.probs, pieces) if n_probs else None}
     return {"id": id, "object": "text_completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": None, "choices": [choice], "usage": usage(ev), "timings": ev.timings}
+            "system_fingerprint": None, "choices": [choice], "usage": usage(ev), "timings": timings_json(ev.timings)}
 
 
 def completions_chunk(*, id: str, model: str, created: int, text: str, finish: str | None = None,

@@ -11,7 +11,7 @@ import tornado.httpserver
 import tornado.web
 
 from llamacy.config import ServerConfig
-from llamacy.server import completion, native
+from llamacy.server import completion, faults, native
 from llamacy.server.access_log import log_request
 from llamacy.server.state import ServerState, load_engine
 from llamacy.server.static import StaticHandler, default_webui_dir
@@ -36,6 +36,8 @@ def make_app(state: ServerState) -> tornado.web.Application:
     ]
     for extra in _optional_routes():
         routes.extend((pattern, handler, s) for pattern, handler in extra)
+    if state.faults is not None:
+        routes.extend((pattern, handler, s) for pattern, handler in faults.ROUTES)
     static_dir = state.config.path or default_webui_dir()
     routes.append((r"/(.*)", StaticHandler, {"path": static_dir, "default_filename": "index.html",
                                              "fallback_path": default_webui_dir() if state.config.path else None}))
@@ -66,13 +68,15 @@ def _ssl_context(config: ServerConfig):
 
 async def run_server(config: ServerConfig) -> int:
     state = ServerState(config)
+    if faults.enabled():
+        state.faults = faults.make_injector()
     if config.metrics:
         from llamacy.server.metrics import Metrics
         state.metrics = Metrics(state)
     app = make_app(state)
     server = tornado.httpserver.HTTPServer(
         app, ssl_options=_ssl_context(config), idle_connection_timeout=config.timeout,
-        body_timeout=config.timeout, max_body_size=64 << 20, xheaders=False)
+        body_timeout=config.timeout, max_body_size=config.max_body_bytes, xheaders=False)
     server.listen(config.port, config.host)
     scheme = "https" if config.ssl_cert_file else "http"
     log.info("HTTP server listening on %s://%s:%d", scheme, config.host, config.port)

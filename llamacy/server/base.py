@@ -1,6 +1,13 @@
-"""The one base handler: API-key auth, JSON bodies, the spec's error JSON, SSE writing."""
+"""The one base handler: API-key auth, bounded JSON bodies, the spec's error JSON, SSE writing.
+
+Bodies are streamed in (``stream_request_body``) so a body declared larger than
+``--max-body-size`` is refused with a 413 before it is read, and an unauthenticated client
+is refused before it sends one. Every handler counts in ``llamacy:http_requests_in_flight``
+from ``prepare`` to ``on_finish``: a handler that never finishes shows there.
+"""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 
@@ -8,17 +15,48 @@ import orjson
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from llamacy.errors import AuthenticationError, InvalidRequestError, LlamacyError, NotFoundError
+from llamacy.errors import AuthenticationError, InvalidRequestError, LlamacyError, NotFoundError, PayloadTooLargeError
 
 log = logging.getLogger(__name__)
 
+OFFLOAD_BODY_BYTES = 256 << 10   # bodies above this are parsed (JSON, tokenization) off the IOLoop
+
+
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     public = False
 
     def initialize(self, state) -> None:
         self.state = state
+        self._body = bytearray()
+        self._counted = False
+
+    def prepare(self) -> None:
+        self.state.in_flight += 1
+        self._counted = True
+        keys = self.state.config.api_keys
+        if keys and not self.public and self.request.method != "OPTIONS":
+            auth = self.request.headers.get("Authorization", "")
+            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            ok = False
+            for key in keys:  # constant-time compare against every key
+                ok |= hmac.compare_digest(token.encode(), key.encode())
+            if not ok:
+                raise AuthenticationError("Invalid API Key")
+        limit = self.state.config.max_body_bytes
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLargeError(f"request body of {int(declared)} bytes is larger than the limit of "
+                                       f"{limit} bytes (--max-body-size)")
+        self.request.connection.set_max_body_size(limit)   # a chunked body over it is cut off
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body += chunk
 
     def on_finish(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.state.in_flight -= 1
         if self.state.metrics is not None:
             self.state.metrics.observe(self)
 
@@ -31,25 +69,25 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(204)
         self.finish()
 
-    def prepare(self) -> None:
-        keys = self.state.config.api_keys
-        if keys and not self.public and self.request.method != "OPTIONS":
-            auth = self.request.headers.get("Authorization", "")
-            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            ok = False
-            for key in keys:  # constant-time compare against every key
-                ok |= hmac.compare_digest(token.encode(), key.encode())
-            if not ok:
-                raise AuthenticationError("Invalid API Key")
+    @property
+    def body_size(self) -> int:
+        return len(self._body)
 
     def json_body(self) -> dict:
         try:
-            body = orjson.loads(self.request.body or b"{}")
+            body = orjson.loads(self._body or b"{}")
         except orjson.JSONDecodeError as exc:
             raise InvalidRequestError(f"invalid JSON in request body: {exc}") from None
         if not isinstance(body, dict):
             raise InvalidRequestError("request body must be a JSON object")
         return body
+
+    async def off_loop(self, fn, *args):
+        """Run a parse step (JSON, tokenization, templates) on the parse threads when the body
+        is large, so a big request does not stall every stream on the IOLoop; inline otherwise."""
+        if self.body_size <= OFFLOAD_BODY_BYTES:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.state.parse_pool, fn, *args)
 
     def write_json(self, obj, status: int = 200) -> None:
         self.set_status(status)
@@ -67,7 +105,11 @@ class BaseHandler(tornado.web.RequestHandler):
             err.type = "invalid_request_error"
         else:
             err = LlamacyError("Internal server error")
+        if self.state.metrics is not None:
+            self.state.metrics.rejected(err.reason or err.type)
         self.set_status(err.status)
+        for name, value in err.headers:
+            self.set_header(name, value)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(orjson.dumps(err.to_json()))
 
@@ -89,11 +131,17 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Accel-Buffering", "no")
 
     async def send_sse(self, obj) -> bool:
-        """Write one ``data:`` event; False if the client has gone."""
+        """Write one ``data:`` event; False if the client has gone — or has not taken what was
+        sent within the timeout (``-to``): then the connection is closed."""
         payload = obj if isinstance(obj, bytes) else orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
         try:
             self.write(b"data: " + payload + b"\n\n")
-            await self.flush()
+            await asyncio.wait_for(self.flush(), self.state.config.timeout)
             return True
         except StreamClosedError:
+            return False
+        except asyncio.TimeoutError:
+            log.warning("client %s did not read for %d s: closing the stream", self.request.remote_ip,
+                        self.state.config.timeout)
+            self.request.connection.close()
             return False

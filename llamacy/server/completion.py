@@ -1,10 +1,14 @@
-"""POST /completion (and /completions): parse → submit → stream or answer."""
+"""POST /completion (and /completions): parse → validate → submit → stream or answer.
+
+A request is parsed and checked in full (limits, grammar, its ``system_prompt``) before it
+changes anything; the system prompt it carries is applied by the scheduler together with
+accepting the request, so a refused request leaves the server as it was.
+"""
 from __future__ import annotations
 
 import logging
 
 from llamacy.api.completion import final_json, parse_completion, partial_json
-from llamacy.engine.sampling import validate_grammar
 from llamacy.errors import LlamacyError
 from llamacy.server.base import BaseHandler
 from llamacy.serving.tasks import Final, Partial, Task
@@ -12,29 +16,28 @@ from llamacy.serving.tasks import Final, Partial, Task
 log = logging.getLogger(__name__)
 
 
-def grammar_from_schema(schema):
-    from llamacy.api.json_schema import json_schema_to_grammar
-    return json_schema_to_grammar(schema)
-
-
 class CompletionHandler(BaseHandler):
     task: Task | None = None
 
-    def parse(self, body: dict):
+    def parse(self, body: dict, add_bos: bool):
         st = self.state
-        return parse_completion(body, st.model.vocab, add_bos=st.add_bos, grammar_from_schema=grammar_from_schema)
+        return parse_completion(body, st.model.vocab, add_bos=add_bos, grammar_from_schema=st.grammar_from_schema)
 
     async def post(self) -> None:
-        scheduler = self.state.require_ready()
-        body = self.json_body()
+        st = self.state
+        scheduler = st.require_ready()
+        body = await self.off_loop(self.json_body)
+        system = None
         if body.get("system_prompt") is not None:
-            self.state.set_system_prompt(body["system_prompt"])
-        params = self.parse(body)
-        if params.sampling.grammar:
-            validate_grammar(self.state.model, params.sampling.grammar)
-        if self.state.config.verbose:
+            system = st.prepare_system_prompt(body["system_prompt"])
+        add_bos = st.add_bos if system is None else not system.info.prompt
+        params = await self.off_loop(self.parse, body, add_bos)
+        st.check_completion(params)
+        if st.config.verbose:
             log.debug("completion request: %d prompt tokens: %s", len(params.prompt_tokens), params.prompt_tokens)
-        self.task = scheduler.submit(Task(params))
+        self.task = scheduler.submit(Task(params), system_prompt=system.tokens if system else None)
+        if system is not None:
+            st.system_prompt = system.info
         await self.respond(params)
 
     async def respond(self, params) -> None:
@@ -62,9 +65,9 @@ class CompletionHandler(BaseHandler):
                 self.write_json(final_json(ev, params, pieces, model=st.model_name, n_ctx=n_ctx, stream=False))
 
     def cancel_task(self) -> None:
-        if self.task is not None and not self.task.done:
-            self.task.cancel()
-            self.state.scheduler._wake.set()
+        if self.task is not None:
+            self.state.scheduler.cancel(self.task)
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
         self.cancel_task()

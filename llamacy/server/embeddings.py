@@ -1,7 +1,10 @@
-"""Embeddings: POST /embedding (native) and /v1/embeddings (OpenAI), with --embeddings."""
+"""Embeddings: POST /embedding (native) and /v1/embeddings (OpenAI), with --embeddings.
+
+A request is one task with all its inputs (at most --max-embedding-inputs); the scheduler
+embeds them in batches between generation steps.
+"""
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import numpy as np
@@ -10,7 +13,7 @@ from llamacy.api.completion import tokenize_prompt
 from llamacy.api.fields import get_str
 from llamacy.errors import InvalidRequestError, NotSupportedError
 from llamacy.server.base import BaseHandler
-from llamacy.serving.tasks import EmbeddingParams, EmbeddingResult, Task
+from llamacy.serving.tasks import EmbeddingParams, EmbeddingResult, EmbeddingResults, Task
 
 
 def normalized(vec) -> list:
@@ -21,7 +24,7 @@ def normalized(vec) -> list:
 
 
 class _EmbeddingHandler(BaseHandler):
-    tasks: list[Task] = []
+    task: Task | None = None
 
     def check_enabled(self):
         st = self.state
@@ -32,31 +35,34 @@ class _EmbeddingHandler(BaseHandler):
 
     def tokenize_inputs(self, inputs: list) -> list[list[int]]:
         st = self.state
+        limit = st.config.max_embedding_inputs
+        if len(inputs) > limit:
+            raise InvalidRequestError(f"{len(inputs)} inputs in one request, more than the limit of {limit} "
+                                      "(--max-embedding-inputs)")
         out = []
-        limit = st.embed_ctx.n_ubatch
+        n_max = st.embed_ctx.n_ubatch
         for i, item in enumerate(inputs):
             toks = tokenize_prompt(st.model.vocab, item, add_bos=True, field="input")
             if not toks:
                 raise InvalidRequestError(f"input {i} is empty")
-            if len(toks) > limit:
+            if len(toks) > n_max:
                 raise InvalidRequestError(f"input {i} has {len(toks)} tokens, more than the physical batch size "
-                                          f"({limit}); raise --ubatch-size")
+                                          f"({n_max}); raise --ubatch-size")
             out.append(toks)
         return out
 
-    async def embed(self, token_lists: list[list[int]]) -> list[EmbeddingResult]:
-        sch = self.state.scheduler
-        self.tasks = [sch.submit(Task(EmbeddingParams(t), kind="embedding")) for t in token_lists]
-
-        async def one(task: Task) -> EmbeddingResult:
-            async for ev in task.events():
-                return ev
-
-        return list(await asyncio.gather(*(one(t) for t in self.tasks)))
+    async def embed(self, inputs: list) -> list[EmbeddingResult]:
+        token_lists = await self.off_loop(self.tokenize_inputs, inputs)
+        self.task = self.state.scheduler.submit(Task(EmbeddingParams(token_lists)))
+        async for ev in self.task.events():
+            if isinstance(ev, EmbeddingResults):
+                return ev.items
+        return []   # cancelled: the client is gone
 
     def on_connection_close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
+        super().on_connection_close()
+        if self.task is not None:
+            self.state.scheduler.cancel(self.task)
 
 
 class EmbeddingHandler(_EmbeddingHandler):
@@ -64,16 +70,18 @@ class EmbeddingHandler(_EmbeddingHandler):
 
     async def post(self) -> None:
         self.check_enabled()
-        body = self.json_body()
+        body = await self.off_loop(self.json_body)
         content = body.get("content", body.get("input"))
         if content is None:
             raise InvalidRequestError("'content' is required")
         if isinstance(content, list) and content and all(isinstance(c, str) for c in content) and len(content) > 1:
-            results = await self.embed(self.tokenize_inputs(content))
-            self.write_json([{"index": i, "embedding": self._vec(r)} for i, r in enumerate(results)])
+            results = await self.embed(content)
+            if results:
+                self.write_json([{"index": i, "embedding": self._vec(r)} for i, r in enumerate(results)])
             return
-        (res,) = await self.embed(self.tokenize_inputs([content]))
-        self.write_json({"embedding": self._vec(res)})
+        results = await self.embed([content])
+        if results:
+            self.write_json({"embedding": self._vec(results[0])})
 
     def _vec(self, res: EmbeddingResult):
         if self.state.embed_ctx.pooling == "none":
@@ -87,7 +95,7 @@ class OpenAIEmbeddingsHandler(_EmbeddingHandler):
         self.check_enabled()
         if st.embed_ctx.pooling == "none":
             raise InvalidRequestError("Pooling type 'none' is not OAI compatible. Please use a different pooling type")
-        body = self.json_body()
+        body = await self.off_loop(self.json_body)
         inp = body.get("input")
         if isinstance(inp, str) or (isinstance(inp, list) and inp and all(isinstance(t, int) for t in inp)):
             inputs = [inp]
@@ -98,7 +106,9 @@ class OpenAIEmbeddingsHandler(_EmbeddingHandler):
         fmt = get_str(body, "encoding_format", "float")
         if fmt not in ("float", "base64"):
             raise InvalidRequestError("'encoding_format' must be float or base64")
-        results = await self.embed(self.tokenize_inputs(inputs))
+        results = await self.embed(inputs)
+        if not results:
+            return
         data = []
         for i, r in enumerate(results):
             vec = normalized(r.embedding)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from llamacy.api.completion import parse_completion
 from llamacy.api.fields import get_str
 from llamacy.errors import InvalidRequestError
-from llamacy.server.completion import CompletionHandler, grammar_from_schema
+from llamacy.server.completion import CompletionHandler
 
 
 def infill_tokens(vocab, prefix: str, suffix: str, *, spm: bool, add_bos: bool, extra: str = "") -> list[int]:
@@ -24,15 +24,15 @@ def infill_tokens(vocab, prefix: str, suffix: str, *, spm: bool, add_bos: bool, 
 
 
 class InfillHandler(CompletionHandler):
-    def parse(self, body: dict):
+    def parse(self, body: dict, add_bos: bool):
         st = self.state
         prefix = get_str(body, "input_prefix", "")
         suffix = get_str(body, "input_suffix", "")
         extra = get_str(body, "prompt", "")
-        tokens = infill_tokens(st.model.vocab, prefix, suffix, spm=st.config.spm_infill, add_bos=st.add_bos,
+        tokens = infill_tokens(st.model.vocab, prefix, suffix, spm=st.config.spm_infill, add_bos=add_bos,
                                extra=extra)
         params = parse_completion({**body, "prompt": tokens}, st.model.vocab, add_bos=False,
-                                  grammar_from_schema=grammar_from_schema)
+                                  grammar_from_schema=st.grammar_from_schema)
         params.prompt = extra
         return params
 

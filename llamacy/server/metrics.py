@@ -65,6 +65,7 @@ class Metrics:
     def __init__(self, state) -> None:
         self.state = state
         self.latency = _Latency()
+        self.rejections: dict[str, int] = {}   # reason → requests answered with an error
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -72,6 +73,10 @@ class Metrics:
         """Record a finished request (called when a handler finishes)."""
         self.latency.observe(_route_label(handler.request.path), str(handler.get_status()),
                              handler.request.request_time())
+
+    def rejected(self, reason: str) -> None:
+        """Count a request answered with an error (reasons are a small fixed set of labels)."""
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -103,6 +108,15 @@ class Metrics:
         yield GaugeMetricFamily("llamacpp:requests_deferred", "Number of requests deferred.",
                                 value=sch.n_deferred if sch is not None else 0)
         yield self.latency.family()
+        yield GaugeMetricFamily("llamacy:http_requests_in_flight",
+                                "HTTP requests whose handler has not finished.", value=st.in_flight)
+        rejected = CounterMetricFamily("llamacy:requests_rejected", "Requests answered with an error, by reason.",
+                                       labels=["reason"])
+        for reason, n in sorted(self.rejections.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+        yield CounterMetricFamily("llamacy:failed_steps", "Engine steps that failed (their requests got an error).",
+                                  value=stats.n_failed_steps_total if stats else 0)
 
 
 class MetricsHandler(BaseHandler):

@@ -5,19 +5,16 @@ import os
 import re
 import time
 
-from llamacy.api.completion import generation_settings
+from llamacy.api.completion import generation_settings, slot_json
 from llamacy.api.fields import get_bool, get_str
-from llamacy.errors import InvalidRequestError, NotSupportedError
+from llamacy.errors import InvalidRequestError, NotFoundError, NotSupportedError, UnavailableError
 from llamacy.server.base import BaseHandler
-from llamacy.serving.tasks import CompletionParams
+from llamacy.server.slot_files import save_slot_file
 
 
-def slot_json(st, slot) -> dict:
-    """One /slots entry: the request's generation settings (the defaults while idle) and its progress."""
-    p = slot.task.params if slot.task is not None else None
-    settings = generation_settings(p if isinstance(p, CompletionParams) else None, model=st.model_name,
-                                   n_ctx=slot.n_ctx, n_predict=st.config.n_predict)
-    return {**settings, **slot.to_json()}
+def slots_json(st) -> list[dict]:
+    return [slot_json(snap, model=st.model_name, n_predict=st.config.n_predict)
+            for snap in st.scheduler.slot_snapshots()]
 
 
 class HealthHandler(BaseHandler):
@@ -27,13 +24,14 @@ class HealthHandler(BaseHandler):
         st = self.state
         if st.status == "loading model":
             return self.write_json({"status": "loading model"}, 503)
-        if st.status != "ok":
-            return self.write_json({"status": "error"}, 500)
+        error = st.error
+        if error is not None:
+            return self.write_json({"status": "error", "error": error}, 500)
         sch = st.scheduler
         idle, busy = sch.n_idle, sch.n_processing
         out = {"status": "ok" if idle else "no slot available", "slots_idle": idle, "slots_processing": busy}
         if self.get_query_argument("include_slots", None) is not None and st.config.slots_endpoint:
-            out["slots"] = [slot_json(st, s) for s in sch.slots]
+            out["slots"] = slots_json(st)
         status = 200
         if not idle and self.get_query_argument("fail_on_no_slot", None) is not None:
             status = 503
@@ -87,8 +85,8 @@ class SlotsHandler(BaseHandler):
         st = self.state
         if not st.config.slots_endpoint:
             raise NotSupportedError("This server does not support slots endpoint.")
-        sch = st.require_ready()
-        self.write_json([slot_json(st, s) for s in sch.slots])
+        st.require_ready()
+        self.write_json(slots_json(st))
 
 
 _FILENAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
@@ -110,7 +108,7 @@ class SlotActionHandler(BaseHandler):
         st = self.state
         sch = st.require_ready()
         action = self.get_query_argument("action", "")
-        idx = int(id_slot)
+        idx = int(id_slot) if len(id_slot) <= 9 else -1
         if action not in ("save", "restore", "erase"):
             raise InvalidRequestError(f"Invalid action {action!r}: use save, restore or erase")
         if not st.config.slot_save_path:   # the spec: without it the slot management endpoints are off
@@ -126,21 +124,14 @@ class SlotActionHandler(BaseHandler):
         path = slot_file(st.config.slot_save_path, filename)
         t0 = time.perf_counter()
         if action == "save":
-            tmp = path + f".tmp-{os.getpid()}-{idx}"
-            try:
-                n_saved, n_written = await sch.save_slot(idx, tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            n_saved, n_written = await save_slot_file(sch, idx, path, filename)
             return self.write_json({"id_slot": idx, "filename": filename, "n_saved": n_saved, "n_written": n_written,
                                     "timings": {"save_ms": (time.perf_counter() - t0) * 1e3}})
         if not os.path.isfile(path):
-            from llamacy.errors import NotFoundError
             raise NotFoundError(f"slot file not found: {filename}")
         try:
             n_restored, n_read = await sch.restore_slot(idx, path)
-        except InvalidRequestError:
+        except (InvalidRequestError, UnavailableError):
             raise
         except Exception as exc:
             raise InvalidRequestError(f"Unable to restore slot from {filename}: not a valid slot file") from exc

@@ -4,10 +4,10 @@ from __future__ import annotations
 import time
 
 from llamacy.api import openai as oai
+from llamacy.api.completion import timings_json
 from llamacy.errors import LlamacyError
 from llamacy.server.base import BaseHandler
-from llamacy.engine.sampling import validate_grammar
-from llamacy.server.completion import CompletionHandler, grammar_from_schema
+from llamacy.server.completion import CompletionHandler
 from llamacy.serving.tasks import Final, Partial, Task
 
 
@@ -19,10 +19,9 @@ class _OpenAIHandler(CompletionHandler):
     async def post(self) -> None:
         st = self.state
         scheduler = st.require_ready()
-        body = self.json_body()
-        params = self.parse(body)
-        if params.sampling.grammar:
-            validate_grammar(st.model, params.sampling.grammar)
+        body = await self.off_loop(self.json_body)
+        params = await self.off_loop(self.parse, body, st.add_bos)
+        st.check_completion(params)
         model = body.get("model") if isinstance(body.get("model"), str) else st.model_name
         stream_options = body.get("stream_options") or {}
         include_usage = bool(stream_options.get("include_usage"))
@@ -48,7 +47,7 @@ class _OpenAIHandler(CompletionHandler):
                 else:
                     chunk = self.chunk(id=rid, model=model, created=created, text="", probs=[], n_probs=0,
                                        pieces=pieces, finish=oai.finish_reason(ev))
-                    chunk["timings"] = ev.timings
+                    chunk["timings"] = timings_json(ev.timings)
                     if include_usage:
                         if not await self.send_sse(chunk):
                             return self.cancel_task()
@@ -65,10 +64,10 @@ class _OpenAIHandler(CompletionHandler):
 class ChatCompletionsHandler(_OpenAIHandler):
     id_prefix = "chatcmpl"
 
-    def parse(self, body: dict):
+    def parse(self, body: dict, add_bos: bool):
         st = self.state
-        return oai.parse_chat(body, st.model.vocab, st.chat_template, add_bos=st.add_bos,
-                              grammar_from_schema=grammar_from_schema)
+        return oai.parse_chat(body, st.model.vocab, st.chat_template, add_bos=add_bos,
+                              grammar_from_schema=st.grammar_from_schema)
 
     def response(self, ev, **kw):
         return oai.chat_response(ev, **kw)
@@ -85,10 +84,10 @@ class ChatCompletionsHandler(_OpenAIHandler):
 class CompletionsHandler(_OpenAIHandler):
     id_prefix = "cmpl"
 
-    def parse(self, body: dict):
+    def parse(self, body: dict, add_bos: bool):
         st = self.state
-        return oai.parse_completions(body, st.model.vocab, add_bos=st.add_bos,
-                                     grammar_from_schema=grammar_from_schema)
+        return oai.parse_completions(body, st.model.vocab, add_bos=add_bos,
+                                     grammar_from_schema=st.grammar_from_schema)
 
     def response(self, ev, **kw):
         return oai.completions_response(ev, **kw)

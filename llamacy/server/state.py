@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from llamacy.api.limits import RequestLimits, check_completion_limits
 from llamacy.config import ServerConfig
-from llamacy.errors import LlamacyError, UnavailableError
+from llamacy.errors import InvalidRequestError, LlamacyError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +18,14 @@ class SystemPrompt:
     prompt: str = ""
     anti_prompt: str = ""
     assistant_name: str = ""
+
+
+@dataclass
+class PreparedSystemPrompt:
+    """A validated, tokenized system prompt, not yet applied."""
+
+    info: SystemPrompt
+    tokens: list[int]
 
 
 @dataclass
@@ -30,39 +40,82 @@ class ServerState:
     chat_template = None
     system_prompt: SystemPrompt = field(default_factory=SystemPrompt)
     metrics = None
+    faults = None                        # a FaultInjector, only with LLAMACY_TEST_FAULTS=1
+    in_flight: int = 0                   # handlers between prepare() and on_finish()
+    parse_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="llamacy-parse"))
 
     @property
     def model_name(self) -> str:
         return self.config.alias or self.model_path
+
+    @property
+    def limits(self) -> RequestLimits:
+        c = self.config
+        return RequestLimits(max_n_probs=c.max_n_probs, max_stop_strings=c.max_stop_strings,
+                             max_stop_length=c.max_stop_length, max_grammar_bytes=c.max_grammar_bytes,
+                             max_schema_depth=c.max_schema_depth, max_embedding_inputs=c.max_embedding_inputs)
+
+    @property
+    def error(self) -> str | None:
+        """Why the server cannot serve (model load failure, unusable engine), or None."""
+        if self.status == "error":
+            return "the model failed to load"
+        if self.scheduler is not None and self.scheduler.error is not None:
+            return f"the engine is unusable: {self.scheduler.error}"
+        return None
 
     def require_ready(self):
         if self.status == "loading model":
             raise UnavailableError("Loading model")
         if self.status != "ok":
             raise LlamacyError("Model failed to load")
+        if self.scheduler.error is not None:
+            raise UnavailableError(f"the engine is unusable: {self.scheduler.error}")
         return self.scheduler
 
-    def set_system_prompt(self, obj) -> None:
-        """The spec's ``system_prompt`` object {prompt, anti_prompt, assistant_name}, shared by all slots."""
-        from llamacy.errors import InvalidRequestError
-        if not isinstance(obj, dict):
-            raise InvalidRequestError("'system_prompt' must be an object with prompt, anti_prompt, assistant_name")
-        fields = {}
-        for name in ("prompt", "anti_prompt", "assistant_name"):
-            val = obj.get(name, "")
-            if not isinstance(val, str):
-                raise InvalidRequestError(f"'system_prompt.{name}' must be a string")
-            fields[name] = val
-        sp = SystemPrompt(**fields)
+    def grammar_from_schema(self, schema) -> str:
+        from llamacy.api.json_schema import json_schema_to_grammar
+        return json_schema_to_grammar(schema, max_depth=self.config.max_schema_depth)
+
+    def check_completion(self, params) -> None:
+        """Limits and the grammar, checked before a request may change anything."""
+        from llamacy.engine.sampling import validate_grammar
+        check_completion_limits(params, self.limits)
+        if params.sampling.grammar:
+            validate_grammar(self.model, params.sampling.grammar)
+
+    def prepare_system_prompt(self, obj) -> PreparedSystemPrompt:
+        """The spec's ``system_prompt`` object {prompt, anti_prompt, assistant_name}, validated and
+        tokenized (applied later, together with the request that carries it)."""
+        info = parse_system_prompt(obj)
         vocab = self.model.vocab
-        tokens = vocab.tokenize(sp.prompt, add_special=vocab.add_bos, parse_special=True) if sp.prompt else []
-        self.scheduler.set_system_prompt(tokens)
-        self.system_prompt = sp
+        tokens = vocab.tokenize(info.prompt, add_special=vocab.add_bos, parse_special=True) if info.prompt else []
+        self.scheduler.check_system_prompt(tokens)
+        return PreparedSystemPrompt(info, tokens)
+
+    def set_system_prompt(self, obj) -> None:
+        """Set the system prompt now (-spf at start-up)."""
+        prepared = self.prepare_system_prompt(obj)
+        self.scheduler.set_system_prompt(prepared.tokens)
+        self.system_prompt = prepared.info
 
     @property
     def add_bos(self) -> bool:
         """The spec's BOS rule: only while no system prompt is set."""
         return not self.system_prompt.prompt
+
+
+def parse_system_prompt(obj) -> SystemPrompt:
+    if not isinstance(obj, dict):
+        raise InvalidRequestError("'system_prompt' must be an object with prompt, anti_prompt, assistant_name")
+    fields = {}
+    for name in ("prompt", "anti_prompt", "assistant_name"):
+        val = obj.get(name, "")
+        if not isinstance(val, str):
+            raise InvalidRequestError(f"'system_prompt.{name}' must be a string")
+        fields[name] = val
+    return SystemPrompt(**fields)
 
 
 def load_engine(state: ServerState) -> None:
@@ -120,7 +173,8 @@ def load_engine(state: ServerState) -> None:
                             type_k=c.cache_type_k, type_v=c.cache_type_v)
     state.embed_ctx = embed_ctx
     state.scheduler = Scheduler(model, ctx, n_parallel=c.n_parallel, n_batch=c.n_batch, n_predict=c.n_predict,
-                                embed_ctx=embed_ctx, grp_attn_n=c.grp_attn_n, grp_attn_w=c.grp_attn_w)
+                                embed_ctx=embed_ctx, grp_attn_n=c.grp_attn_n, grp_attn_w=c.grp_attn_w,
+                                max_queued=c.queue_max, faults=state.faults)
     if c.system_prompt_file:
         state.set_system_prompt(read_system_prompt_file(c.system_prompt_file))
     log.info("model loaded: %s (%s, n_ctx %d, %d slots of %d)", os.path.basename(path), model.desc, ctx.n_ctx,

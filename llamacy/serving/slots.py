@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import time
+from dataclasses import dataclass
 
 from llamacy.engine.sampling import Sampler
 from llamacy.serving.tasks import Task, TokenProbs
@@ -39,6 +40,7 @@ class Slot:
         self.last_used = 0.0
         self.ga_i = 0          # self-extend: start of the next window to group
         self.n_past_se = 0     # self-extend: the next (grouped) position
+        self.kv_suspect = False  # a failed step may have left the KV unlike cache_tokens: clear it on release
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -89,13 +91,23 @@ class Slot:
         self.last_used = time.perf_counter()
         self._reset_request()
 
-    def to_json(self) -> dict:
-        """The /slots view of this slot (the request's settings and progress)."""
+    def snapshot(self) -> "SlotSnapshot":
+        """A read-only view of the slot for /slots and /health (the API layer shapes the JSON)."""
         task = self.task
-        base = {"id": self.id, "task_id": task.id if task else -1, "state": int(self.state != SlotState.IDLE),
-                "n_ctx": self.n_ctx, "prompt": task.params.prompt if task else "",
-                "next_token": {"has_next_token": self.state == SlotState.GENERATING,
-                               "n_remain": (self.n_predict - self.n_decoded) if self.n_predict >= 0 else -1,
-                               "n_decoded": self.n_decoded, "stopped_eos": False, "stopped_limit": False,
-                               "stopped_word": False, "stopping_word": ""}}
-        return base
+        return SlotSnapshot(
+            id=self.id, n_ctx=self.n_ctx, task_id=task.id if task is not None else -1,
+            params=task.params if task is not None else None, is_processing=self.is_busy,
+            has_next_token=self.state == SlotState.GENERATING, n_decoded=self.n_decoded,
+            n_remain=(self.n_predict - self.n_decoded) if self.n_predict >= 0 else -1)
+
+
+@dataclass(frozen=True)
+class SlotSnapshot:
+    id: int
+    n_ctx: int
+    task_id: int
+    params: object          # the running request's CompletionParams, or None while idle
+    is_processing: bool
+    has_next_token: bool
+    n_decoded: int
+    n_remain: int

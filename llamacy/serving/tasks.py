@@ -1,6 +1,8 @@
 """Typed requests the scheduler runs, and the stream of events it sends back.
 
 The HTTP layer builds these from JSON (llamacy/api); the serving layer never sees JSON.
+Every task's stream ends exactly once — with a ``Final``, an ``EmbeddingResults``, an
+exception, or ``CANCELLED`` — so a handler awaiting ``events()`` always gets to finish.
 """
 from __future__ import annotations
 
@@ -32,9 +34,9 @@ class CompletionParams:
 
 @dataclass
 class EmbeddingParams:
-    """One input to embed (already tokenized)."""
+    """The inputs of one embedding request, each already tokenized (one vector, or one per token, each)."""
 
-    prompt_tokens: list[int]
+    inputs: list[list[int]]
 
 
 @dataclass
@@ -53,6 +55,16 @@ class Partial:
 
 
 @dataclass
+class Timings:
+    """Where a completion's time went; the API layer turns it into the spec's ``timings``."""
+
+    n_prompt: int            # prompt tokens evaluated (not taken from the cache)
+    prompt_ms: float
+    n_predicted: int
+    predicted_ms: float
+
+
+@dataclass
 class Final:
     """The end of a completion, with every result field the spec names."""
 
@@ -67,7 +79,7 @@ class Final:
     tokens_evaluated: int
     tokens_cached: int
     truncated: bool
-    timings: dict
+    timings: Timings
 
 
 @dataclass
@@ -76,40 +88,66 @@ class EmbeddingResult:
     n_tokens: int
 
 
+@dataclass
+class EmbeddingResults:
+    """The end of an embedding request: one result per input, in input order."""
+
+    items: list[EmbeddingResult]
+
+
+class _Cancelled:
+    """The end of a stream the client gave up on (no result follows)."""
+
+    def __repr__(self) -> str:
+        return "CANCELLED"
+
+
+CANCELLED = _Cancelled()
+_TERMINAL = (Final, EmbeddingResults, BaseException, _Cancelled)
+
+
 class Task:
-    """A request in flight: the scheduler pushes events, the handler consumes them."""
+    """A request in flight: the scheduler pushes events, the handler consumes them.
 
-    __slots__ = ("id", "params", "kind", "_events", "_wakeup", "cancelled", "done", "id_slot")
+    Only the scheduler pushes; a handler whose client went away calls
+    ``Scheduler.cancel(task)``, which ends the stream with ``CANCELLED``.
+    """
 
-    def __init__(self, params: CompletionParams | EmbeddingParams, kind: str = "completion") -> None:
+    __slots__ = ("id", "params", "_events", "_wakeup", "cancelled", "done", "id_slot")
+
+    def __init__(self, params: CompletionParams | EmbeddingParams) -> None:
         self.id = next(_task_ids)
         self.params = params
-        self.kind = kind
         self._events: list = []
         self._wakeup = asyncio.Event()
         self.cancelled = False
         self.done = False
         self.id_slot = -1
 
+    @property
+    def is_embedding(self) -> bool:
+        return isinstance(self.params, EmbeddingParams)
+
     def push(self, event) -> None:
+        """Add an event; after the terminal one, later events are dropped (a stream ends once)."""
+        if self.done:
+            return
         self._events.append(event)
-        if isinstance(event, (Final, EmbeddingResult, BaseException)):
+        if isinstance(event, _TERMINAL):
             self.done = True
         self._wakeup.set()
 
-    def cancel(self) -> None:
-        """Called by the handler when the client goes away; the scheduler frees the slot."""
-        self.cancelled = True
-
     async def events(self):
-        """Yield events until the final one; an exception event is raised."""
+        """Yield events until the final one; an exception event is raised; CANCELLED just ends."""
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             events, self._events = self._events, []
             for ev in events:
+                if ev is CANCELLED:
+                    return
                 if isinstance(ev, BaseException):
                     raise ev
                 yield ev
-                if isinstance(ev, (Final, EmbeddingResult)):
+                if isinstance(ev, (Final, EmbeddingResults)):
                     return

@@ -1,0 +1,76 @@
+"""Admission: which slot a completion gets, and how much of its prompt the slot already holds.
+
+A slot is chosen FIFO among idle ones — the one sharing the longest prefix with the prompt
+when ``cache_prompt`` is on, else the least recently used; a request pinned with ``id_slot``
+waits for that slot. Starting the request keeps the common prefix of the slot's KV cache
+(always at least one prompt token is re-evaluated, for its logits), truncates a prompt that
+does not fit, and builds the request's sampler.
+"""
+from __future__ import annotations
+
+import logging
+
+from llamacy.engine.context import Context
+from llamacy.engine.model import Model
+from llamacy.engine.sampling import Sampler
+from llamacy.serving.kv_positions import truncate_prompt
+from llamacy.serving.slots import Slot, common_prefix
+from llamacy.serving.tasks import CompletionParams, Task
+
+log = logging.getLogger(__name__)
+
+
+def choose_slot(slots: list[Slot], p: CompletionParams) -> Slot | None:
+    if p.id_slot >= 0:
+        slot = slots[p.id_slot]
+        return None if slot.is_busy else slot
+    idle = [s for s in slots if not s.is_busy]
+    if not idle:
+        return None
+    if p.cache_prompt:
+        return max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), -s.last_used))
+    return min(idle, key=lambda s: s.last_used)
+
+
+def effective_n_predict(requested: int, server_cap: int) -> int:
+    """The request's n_predict, capped by the server's -n (-1 = no limit on either side)."""
+    if server_cap >= 0 and (requested < 0 or requested > server_cap):
+        return server_cap
+    return requested
+
+
+def start_request(slot: Slot, task: Task, *, ctx: Context, model: Model, system_tokens: list[int],
+                  n_predict_cap: int, reuse_cache: bool) -> None:
+    """Put ``task`` into ``slot``: prompt (system prompt first), cache reuse, sampler.
+    ``reuse_cache`` is False under self-extend, whose positions depend on the whole history."""
+    p: CompletionParams = task.params
+    n_ctx = slot.n_ctx
+    system = system_tokens if p.with_system_prompt else []
+    tokens = system + p.prompt_tokens
+    n_keep = len(tokens) if p.n_keep < 0 else len(system) + p.n_keep
+    n_keep = min(n_keep, n_ctx - 4)
+    truncated = len(tokens) >= n_ctx
+    if truncated:
+        tokens = truncate_prompt(tokens, n_ctx, n_keep)
+        log.warning("slot %d: prompt truncated to %d tokens (n_ctx %d)", slot.id, len(tokens), n_ctx)
+    sampling = p.sampling
+    if sampling.repeat_last_n < 0:
+        sampling.repeat_last_n = n_ctx
+    sampler = Sampler(model, sampling)
+    if sampling.penalty_prompt is None:
+        sampler.accept_many(tokens[len(system):])
+    n_common = common_prefix(slot.cache_tokens, tokens)
+    if not reuse_cache:
+        n_common = 0
+    elif not p.cache_prompt:
+        n_common = min(n_common, len(system))   # the shared system prompt is always reused
+    n_common = max(0, min(n_common, len(tokens) - 1))
+    if n_common < slot.n_past:
+        if not ctx.seq_rm(slot.id, n_common, -1):
+            ctx.seq_rm(slot.id, -1, -1)
+            n_common = 0
+        del slot.cache_tokens[n_common:]
+    slot.start(task, sampler, tokens, effective_n_predict(p.n_predict, n_predict_cap), n_keep, truncated)
+    slot.ga_i = 0
+    slot.n_past_se = slot.n_past
+    log.debug("slot %d: task %d started, %d prompt tokens, %d cached", slot.id, task.id, len(tokens), n_common)

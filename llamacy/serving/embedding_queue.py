@@ -1,0 +1,121 @@
+"""The embedding queue: embedding requests, packed into batches of the embedding context.
+
+A request carries one or more inputs. Each step takes inputs from the head of the queue —
+across requests, each input in its own sequence — up to the context's batch size and
+sequence count, so a request with many inputs is spread over several steps, and the
+scheduler runs a generation step between two embedding steps: neither kind starves the other.
+Embeddings have their own context (unified KV, pooling on): libllama pools multi-sequence
+batches correctly only with a unified KV cache, while generation keeps a stream per slot.
+"""
+from __future__ import annotations
+
+import collections
+
+from llamacy.engine.context import Batch, Context
+from llamacy.serving.tasks import CANCELLED, EmbeddingParams, EmbeddingResult, EmbeddingResults, Task
+
+
+class EmbeddingJob:
+    __slots__ = ("task", "inputs", "next_input", "results", "n_done")
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.inputs: list[list[int]] = task.params.inputs
+        self.next_input = 0                  # the first input not yet taken into a batch
+        self.results: list[EmbeddingResult | None] = [None] * len(self.inputs)
+        self.n_done = 0
+
+
+class EmbeddingQueue:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.batch = Batch(ctx.n_batch, 1)
+        self.jobs: collections.deque[EmbeddingJob] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def add(self, task: Task) -> None:
+        if not isinstance(task.params, EmbeddingParams) or not task.params.inputs:
+            raise ValueError("an embedding task needs at least one input")
+        self.jobs.append(EmbeddingJob(task))
+
+    def cancel(self, task: Task) -> bool:
+        """Drop a waiting request (its inputs in flight, if any, are discarded on delivery)."""
+        for job in self.jobs:
+            if job.task is task:
+                self.jobs.remove(job)
+                task.push(CANCELLED)
+                return True
+        return False
+
+    def fail_all(self, exc: BaseException) -> None:
+        for job in self.jobs:
+            job.task.push(exc)
+        self.jobs.clear()
+
+    def take(self) -> list[tuple[EmbeddingJob, int]]:
+        """The inputs of the next batch: (job, input index), FIFO, within the batch's token and
+        sequence limits (an input never exceeds the batch: the API layer refuses longer ones)."""
+        items: list[tuple[EmbeddingJob, int]] = []
+        budget = self.batch.capacity
+        n_seq = self.ctx.n_seq_max
+        while self.jobs and len(items) < n_seq:
+            job = self.jobs[0]
+            if job.task.cancelled:
+                self.jobs.popleft()
+                job.task.push(CANCELLED)
+                continue
+            n = len(job.inputs[job.next_input])
+            if n > budget and items:
+                break
+            items.append((job, job.next_input))
+            budget -= n
+            job.next_input += 1
+            if job.next_input == len(job.inputs):
+                self.jobs.popleft()
+        return items
+
+    def run(self, items: list[tuple[EmbeddingJob, int]]) -> list[EmbeddingResult]:
+        """Engine thread: one decode for every input, each in its own sequence."""
+        ctx, batch = self.ctx, self.batch
+        batch.clear()
+        per_token = ctx.pooling == "none"
+        firsts = []
+        for seq, (job, i) in enumerate(items):
+            firsts.append(batch.n_tokens)
+            for pos, tok in enumerate(job.inputs[i]):
+                batch.add(tok, pos, seq, True)
+        ctx.memory_clear()
+        ctx.decode(batch)
+        out = []
+        for seq, ((job, i), first) in enumerate(zip(items, firsts)):
+            n = len(job.inputs[i])
+            if per_token:
+                emb = [ctx.embeddings_ith(first + k).tolist() for k in range(n)]
+            else:
+                emb = ctx.embeddings_seq(seq).tolist()
+            out.append(EmbeddingResult(emb, n))
+        return out
+
+    def deliver(self, items: list[tuple[EmbeddingJob, int]], results: list[EmbeddingResult]) -> None:
+        """Hand each result to its request; a request whose inputs are all done ends."""
+        for (job, i), res in zip(items, results):
+            task = job.task
+            if task.done:
+                continue
+            if task.cancelled:
+                task.push(CANCELLED)
+                continue
+            job.results[i] = res
+            job.n_done += 1
+            if job.n_done == len(job.inputs):
+                task.push(EmbeddingResults(job.results))
+
+    def fail(self, items: list[tuple[EmbeddingJob, int]], exc: BaseException) -> None:
+        """The batch failed: its requests end with ``exc`` (their other inputs are dropped)."""
+        for job, _ in items:
+            if not job.task.done:
+                job.task.push(exc)
+            if job in self.jobs:
+                self.jobs.remove(job)
