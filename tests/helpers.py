@@ -92,3 +92,68 @@ def sse_events(response) -> list[dict]:
                 break
             out.append(json.loads(data))
     return out
+
+
+def wait_for(condition, what: str, timeout: float = 60.0, interval: float = 0.05):
+    """Poll ``condition()`` until it returns a truthy value (returned); fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def metrics(server) -> dict:
+    """The server's /metrics as {name: value} for unlabelled samples and {(name, label value): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    r = server.get("/metrics")
+    assert r.status_code == 200, r.text
+    out: dict = {}
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            key = s.name if not s.labels else (s.name, *s.labels.values())
+            out[key] = s.value
+    return out
+
+
+def quiescent(server) -> dict | None:
+    """The /metrics values once nothing is in flight, queued or processing; else None."""
+    m = metrics(server)
+    if (m["llamacy:http_requests_in_flight"] == 0 and m["llamacpp:requests_processing"] == 0
+            and m["llamacpp:requests_deferred"] == 0):
+        return m
+    return None
+
+
+def send_raw(server, path: str, body: dict, *, rcvbuf: int | None = None) -> socket.socket:
+    """Send a POST on a raw socket and return the socket unread: a client that may vanish."""
+    import json
+    data = json.dumps(body).encode()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.connect(("127.0.0.1", server.port))
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return s
+
+
+def vanish(sock: socket.socket) -> None:
+    """Drop a connection abruptly (RST), as a crashed or killed client does."""
+    import struct
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")

@@ -24,7 +24,8 @@ OFFLOAD_BODY_BYTES = 256 << 10   # bodies above this are parsed (JSON, tokenizat
 
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
-    public = False
+    public = False              # open without an API key
+    counts_in_flight = True     # counted in llamacy:http_requests_in_flight (not /metrics itself)
 
     def initialize(self, state) -> None:
         self.state = state
@@ -32,8 +33,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self._counted = False
 
     def prepare(self) -> None:
-        self.state.in_flight += 1
-        self._counted = True
+        if self.counts_in_flight:
+            self.state.in_flight += 1
+            self._counted = True
         keys = self.state.config.api_keys
         if keys and not self.public and self.request.method != "OPTIONS":
             auth = self.request.headers.get("Authorization", "")

@@ -120,6 +120,7 @@ class Metrics:
 
 
 class MetricsHandler(BaseHandler):
+    counts_in_flight = False   # a scrape does not count itself
     def get(self) -> None:
         st = self.state
         if not st.config.metrics:

@@ -9,10 +9,12 @@ server may not write to (500), and any other write error (500), each naming the 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 
 from llamacy.errors import InsufficientStorageError, InvalidRequestError, LlamacyError, UnavailableError
 
+log = logging.getLogger(__name__)
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -65,8 +67,9 @@ async def save_slot_file(scheduler, idx: int, path: str, filename: str) -> tuple
             raise _no_space(idx, filename, needed, free) from None
         raise LlamacyError(f"cannot save slot {idx} as '{filename}': writing the file failed") from None
     finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        if os.path.lexists(tmp):
+            try:
+                os.unlink(tmp)
+            except OSError as exc:
+                log.error("cannot remove the temporary slot file %s: %s", tmp, exc)
     return n_saved, n_written

@@ -1,0 +1,138 @@
+"""Clients that vanish — while queued, prefilling, streaming, embedding, or not reading — free
+everything they held: every handler finishes (the in-flight gauge returns to 0), every slot
+goes idle, the queue empties, memory stays flat. And a full queue answers 503 + Retry-After."""
+from __future__ import annotations
+
+import random
+import socket
+import threading
+
+import pytest
+
+from helpers import metrics, quiescent, rss_kib, send_raw, vanish, wait_for
+
+LONG = {"prompt": "Once upon a time", "n_predict": 100_000, "ignore_eos": True, "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def server(server_factory):
+    # MALLOC_ARENA_MAX=2 as in tools/llamacy.service: with glibc's default of one malloc arena
+    # per thread, RSS keeps stepping up for a few storms before it settles.
+    return server_factory("-c", "2048", "-np", "4", "-t", "1", "--metrics", "--embeddings", "--queue-max", "400",
+                          env={"MALLOC_ARENA_MAX": "2"})
+
+
+def settle(server) -> dict:
+    return wait_for(lambda: quiescent(server), "every handler to finish and every slot to be idle", timeout=120)
+
+
+def all_slots_idle(server) -> bool:
+    return all(s["state"] == 0 for s in server.get("/slots").json())
+
+
+def read_some(sock: socket.socket, n: int = 1) -> bytes:
+    sock.settimeout(60)
+    return sock.recv(n)
+
+
+def test_queued_requests_whose_clients_vanish_end(server_factory):
+    srv = server_factory("-c", "512", "-np", "1", "-t", "1", "--metrics")
+    holder = send_raw(srv, "/completion", {**LONG, "stream": True})
+    assert read_some(holder)                        # the slot is busy streaming
+    queued = [send_raw(srv, "/completion", {"prompt": f"Question {i}:", "n_predict": 4}) for i in range(5)]
+    wait_for(lambda: metrics(srv)["llamacpp:requests_deferred"] == 5, "5 deferred requests")
+    for s in queued:
+        vanish(s)
+    m = wait_for(lambda: (lambda m: m if m["llamacpp:requests_deferred"] == 0
+                          and m["llamacy:http_requests_in_flight"] == 1 else None)(metrics(srv)),
+                 "the queued requests' handlers to finish")
+    assert m["llamacpp:requests_processing"] == 1   # the holder streams on
+    vanish(holder)
+    settle(srv)
+
+
+def test_a_full_queue_answers_503_with_retry_after(server_factory):
+    srv = server_factory("-c", "512", "-np", "1", "-t", "1", "--metrics", "--queue-max", "2")
+    holder = send_raw(srv, "/completion", {**LONG, "stream": True})
+    assert read_some(holder)
+    queued = [send_raw(srv, "/completion", {"prompt": "Hi", "n_predict": 2}) for _ in range(2)]
+    wait_for(lambda: metrics(srv)["llamacpp:requests_deferred"] == 2, "2 deferred requests")
+    r = srv.post("/completion", json={"prompt": "Hi", "n_predict": 2})
+    assert r.status_code == 503, r.text
+    assert r.headers["Retry-After"] == "1"
+    assert "--queue-max 2" in r.json()["error"]["message"]
+    assert metrics(srv)[("llamacy:requests_rejected_total", "queue_full")] == 1
+    for s in queued + [holder]:
+        vanish(s)
+    settle(srv)
+    assert srv.post("/completion", json={"prompt": "Hi", "n_predict": 2}).status_code == 200
+
+
+def test_a_client_that_stops_reading_is_cut_off_after_the_timeout(server_factory):
+    srv = server_factory("-c", "4096", "-np", "1", "-t", "1", "--metrics", "-to", "2")
+    # n_probs makes every event big, so the socket buffers of a client that reads nothing fill fast
+    stalled = send_raw(srv, "/completion", {**LONG, "stream": True, "n_probs": 50}, rcvbuf=4096)
+    try:
+        wait_for(lambda: "did not read for 2 s" in srv.log(), "the server to give up on the stalled client",
+                 timeout=120)
+        settle(srv)
+        assert all_slots_idle(srv)
+    finally:
+        vanish(stalled)
+
+
+def test_an_embedding_request_whose_client_vanishes_ends(server):
+    inputs = [f"sentence number {i} about nothing in particular" for i in range(1500)]
+    s = send_raw(server, "/v1/embeddings", {"input": inputs})
+    wait_for(lambda: metrics(server)["llamacpp:requests_deferred"] == 1, "the embedding request to be queued")
+    vanish(s)
+    settle(server)
+
+
+def storm(server, n_clients: int, seed: int) -> None:
+    """``n_clients`` requests of every kind, each dropped at a random moment."""
+    rng = random.Random(seed)
+    kinds = [
+        ("/completion", {**LONG, "stream": True}, 1),                                   # streaming
+        ("/completion", {"prompt": "Tell me a story.", "n_predict": 64}, 0),             # waiting for a result
+        ("/completion", {"prompt": "word " * 1500, "n_predict": 8}, 0),                  # prefilling a long prompt
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "stream": True,
+                                  "max_tokens": 200}, 1),
+        ("/embedding", {"content": [f"text {i}" for i in range(40)]}, 0),                # embedding
+    ]
+    errors: list[BaseException] = []
+
+    def client(i: int) -> None:
+        try:
+            path, body, first_bytes = kinds[i % len(kinds)]
+            s = send_raw(server, path, body)
+            if first_bytes and rng.random() < 0.5:
+                read_some(s)                        # vanish mid-stream
+            vanish(s)
+        except BaseException as exc:   # noqa: BLE001 - re-raised in the test thread
+            errors.append(exc)
+
+    for start in range(0, n_clients, 50):
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(start, min(start + 50, n_clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
+def test_disconnect_storms_leave_nothing_behind(server):
+    for seed in (1, 2, 3):                          # warm-up: the allocator's high-water mark
+        storm(server, 100, seed=seed)
+        settle(server)
+    rss_before = rss_kib(server.proc.pid)
+    for seed in (4, 5, 6):
+        storm(server, 100, seed=seed)
+        m = settle(server)
+    assert all_slots_idle(server)
+    assert m["llamacy:http_requests_in_flight"] == 0
+    rss_after = rss_kib(server.proc.pid)
+    assert rss_after <= rss_before * 1.05, (rss_before, rss_after)
+    r = server.post("/completion", json={"prompt": "Hi", "n_predict": 4, "temperature": 0})
+    assert r.status_code == 200, r.text
