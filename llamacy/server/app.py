@@ -33,6 +33,7 @@ def make_app(state: ServerState) -> tornado.web.Application:
         (r"/detokenize", native.DetokenizeHandler, s),
         (r"/slots", native.SlotsHandler, s),
         (r"/slots/(\d+)", native.SlotActionHandler, s),
+        (r"/openapi.json", native.OpenAPIHandler, s),
     ]
     for extra in _optional_routes():
         routes.extend((pattern, handler, s) for pattern, handler in extra)

@@ -106,6 +106,7 @@ class OpenAIEmbeddingsHandler(_EmbeddingHandler):
         fmt = get_str(body, "encoding_format", "float")
         if fmt not in ("float", "base64"):
             raise InvalidRequestError("'encoding_format' must be float or base64")
+        model = get_str(body, "model", st.model_name)
         results = await self.embed(inputs)
         if not results:
             return
@@ -116,7 +117,6 @@ class OpenAIEmbeddingsHandler(_EmbeddingHandler):
                 vec = base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode()
             data.append({"object": "embedding", "index": i, "embedding": vec})
         n = sum(r.n_tokens for r in results)
-        model = body.get("model") if isinstance(body.get("model"), str) else st.model_name
         self.write_json({"object": "list", "data": data, "model": model,
                          "usage": {"prompt_tokens": n, "total_tokens": n}})
 

@@ -115,10 +115,11 @@ class SlotActionHandler(BaseHandler):
             raise NotSupportedError("This server does not support slot actions (start it with --slot-save-path).")
         if not 0 <= idx < sch.n_parallel:
             raise InvalidRequestError(f"id_slot {idx} out of range [0, {sch.n_parallel})")
+        body = self.json_body()   # erase takes no field, but a body that is not JSON is still refused
         if action == "erase":
             n = await sch.erase_slot(idx)
             return self.write_json({"id_slot": idx, "n_erased": n})
-        filename = get_str(self.json_body(), "filename", "")
+        filename = get_str(body, "filename", "")
         if not filename:
             raise InvalidRequestError("'filename' is required")
         path = slot_file(st.config.slot_save_path, filename)
@@ -137,3 +138,14 @@ class SlotActionHandler(BaseHandler):
             raise InvalidRequestError(f"Unable to restore slot from {filename}: not a valid slot file") from exc
         self.write_json({"id_slot": idx, "filename": filename, "n_restored": n_restored, "n_read": n_read,
                          "timings": {"restore_ms": (time.perf_counter() - t0) * 1e3}})
+
+
+class OpenAPIHandler(BaseHandler):
+    """GET /openapi.json: the OpenAPI 3.1 description of this API (open, like /health)."""
+
+    public = True
+
+    def get(self) -> None:
+        from llamacy import __version__
+        from llamacy.api.openapi import build
+        self.write_json(build(version=__version__))

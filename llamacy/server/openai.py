@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from llamacy.api import openai as oai
+from llamacy.api.fields import get_str
 from llamacy.api.completion import timings_json
 from llamacy.errors import LlamacyError
 from llamacy.server.base import BaseHandler
@@ -22,7 +23,7 @@ class _OpenAIHandler(CompletionHandler):
         body = await self.off_loop(self.json_body)
         params = await self.off_loop(self.parse, body, st.add_bos)
         st.check_completion(params)
-        model = body.get("model") if isinstance(body.get("model"), str) else st.model_name
+        model = get_str(body, "model", st.model_name)
         stream_options = body.get("stream_options") or {}
         include_usage = bool(stream_options.get("include_usage"))
         self.task = scheduler.submit(Task(params))
