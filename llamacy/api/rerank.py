@@ -8,9 +8,6 @@ from typing import Any
 from llamacy.api.fields import get_bool, get_int, require_object
 from llamacy.errors import InvalidRequestError
 
-MAX_DOCUMENTS = 1024
-
-
 @dataclass
 class RerankRequest:
     query: str
@@ -21,8 +18,9 @@ class RerankRequest:
     model: str | None
 
 
-def parse_rerank(body: Any) -> RerankRequest:
-    """``{"query", "documents" | "texts", "top_n"?, "model"?, "return_text"?}``."""
+def parse_rerank(body: Any, max_documents: int) -> RerankRequest:
+    """``{"query", "documents" | "texts", "top_n"?, "model"?, "return_text"?}``; at most
+    ``max_documents`` documents (the server's --max-embedding-inputs)."""
     body = require_object(body)
     if "query" not in body:
         raise InvalidRequestError("'query' is required")
@@ -34,8 +32,9 @@ def parse_rerank(body: Any) -> RerankRequest:
     documents = body.get(name)
     if not isinstance(documents, list) or not documents or not all(isinstance(d, str) for d in documents):
         raise InvalidRequestError(f"'{name}' must be a non-empty array of strings")
-    if len(documents) > MAX_DOCUMENTS:
-        raise InvalidRequestError(f"'{name}' has {len(documents)} items, more than {MAX_DOCUMENTS}")
+    if len(documents) > max_documents:
+        raise InvalidRequestError(f"'{name}' has {len(documents)} items, more than the limit of {max_documents} "
+                                  "(--max-embedding-inputs)")
     model = body.get("model")
     return RerankRequest(query=query, documents=documents, top_n=get_int(body, "top_n", len(documents), lo=1),
                          tei=tei, return_text=get_bool(body, "return_text", False),

@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 
 from llamacy.errors import GrammarError, InvalidRequestError, LlamacyError
 from llamacy.engine.sampling_params import SamplingParams, SAMPLER_NAMES
@@ -380,10 +381,11 @@ cdef class _SamplerPrototype:
             self.c_smpl = NULL
 
 
-# DRY prototypes by (model, options, breakers), least recently used first. Samplers are built on
-# the IOLoop thread only, so the cache needs no lock.
+# DRY prototypes by (model, options, breakers), least recently used first (a few MB at most:
+# each holds two int arrays of dry_penalty_last_n). Locked: samplers may be built on any thread.
 DRY_PROTOTYPES_MAX = 8
 _dry_prototypes = collections.OrderedDict()
+_dry_prototypes_lock = threading.Lock()
 
 
 cdef class Sampler:
@@ -530,18 +532,21 @@ cdef class Sampler:
         p = self.params
         breakers = tuple(p.dry_sequence_breakers)
         key = (id(self.model), p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_penalty_last_n, breakers)
-        cdef _SamplerPrototype proto = _dry_prototypes.get(key)
-        if proto is None:
-            proto = _SamplerPrototype.__new__(_SamplerPrototype)
-            proto.c_smpl = _new_dry(self.model.vocab, p.dry_multiplier, p.dry_base, p.dry_allowed_length,
-                                    p.dry_penalty_last_n, breakers)
-            proto.owner = self.model
-            _dry_prototypes[key] = proto
-            while len(_dry_prototypes) > DRY_PROTOTYPES_MAX:
-                _dry_prototypes.popitem(last=False)
-        else:
-            _dry_prototypes.move_to_end(key)
-        cdef llama_sampler * dry = _checked(llama_sampler_clone(proto.c_smpl), "dry")
+        cdef _SamplerPrototype proto
+        cdef llama_sampler * dry
+        with _dry_prototypes_lock:
+            proto = _dry_prototypes.get(key)
+            if proto is None:
+                proto = _SamplerPrototype.__new__(_SamplerPrototype)
+                proto.c_smpl = _new_dry(self.model.vocab, p.dry_multiplier, p.dry_base, p.dry_allowed_length,
+                                        p.dry_penalty_last_n, breakers)
+                proto.owner = self.model
+                _dry_prototypes[key] = proto
+                while len(_dry_prototypes) > DRY_PROTOTYPES_MAX:
+                    _dry_prototypes.popitem(last=False)
+            else:
+                _dry_prototypes.move_to_end(key)
+            dry = _checked(llama_sampler_clone(proto.c_smpl), "dry")
         llama_sampler_chain_add(self.c.chain, dry)
         self.c_dry = dry
 

@@ -16,8 +16,11 @@ class RerankHandler(_EmbeddingHandler):
         st.require_ready()
         if st.embed_ctx is None or st.embed_ctx.pooling != "rank":
             raise NotSupportedError("This server does not support reranking. Start it with `--reranking`")
-        req = parse_rerank(self.json_body())
-        results = await self.embed(self.prompts(req.query, req.documents))
+        body = await self.off_loop(self.json_body)
+        req = parse_rerank(body, st.config.max_embedding_inputs)
+        results = await self.embed_tokens(await self.off_loop(self.prompts, req.query, req.documents))
+        if not results:
+            return   # cancelled: the client is gone
         scores = [float(r.embedding[0]) for r in results]
         self.write_json(rerank_response(req, scores, sum(r.n_tokens for r in results), model=st.model_name))
 

@@ -44,7 +44,8 @@ def templated(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def server(server_factory, reranker):
-    return server_factory("-m", reranker, "--reranking", "-c", "512", "-ub", str(UBATCH), "-np", "2", "-t", "1")
+    return server_factory("-m", reranker, "--reranking", "-c", "512", "-ub", str(UBATCH), "-np", "2", "-t", "1",
+                          "--max-embedding-inputs", "32")
 
 
 def rerank(server, path="/rerank", **body):
@@ -171,7 +172,8 @@ BAD = [
     ({"query": QUERY, "documents": []}, "'documents' must be a non-empty array of strings"),
     ({"query": QUERY, "documents": "one document"}, "'documents' must be a non-empty array of strings"),
     ({"query": QUERY, "documents": ["a", None]}, "'documents' must be a non-empty array of strings"),
-    ({"query": QUERY, "documents": ["a"] * 1025}, "'documents' has 1025 items, more than 1024"),
+    ({"query": QUERY, "documents": ["a"] * 33}, "'documents' has 33 items, more than the limit of 32 "
+                                                "(--max-embedding-inputs)"),
     ({"query": QUERY, "documents": DOCS, "top_n": 0}, "'top_n' must be in [1, inf], got 0"),
     ({"query": QUERY, "documents": DOCS, "top_n": 1.5}, "'top_n' must be an integer, got float: '1.5'"),
     ({"query": QUERY, "documents": ["short", " ".join(["word"] * 400)]},

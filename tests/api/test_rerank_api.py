@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llamacy.api.rerank import MAX_DOCUMENTS, RerankRequest, parse_rerank, rerank_prompt, rerank_response
+from llamacy.api.rerank import RerankRequest, parse_rerank, rerank_prompt, rerank_response
 from llamacy.engine.model import Model
 from llamacy.errors import InvalidRequestError
 from llamacy.models import default_model_path
@@ -70,22 +70,22 @@ def test_layout_from_the_rerank_template(reranker_vocab):
     ({"query": "q", "documents": ["a", 1]}, "'documents' must be a non-empty array of strings"),
     ({"query": "q", "documents": [{"text": "a"}]}, "'documents' must be a non-empty array of strings"),
     ({"query": "q", "texts": []}, "'texts' must be a non-empty array of strings"),
-    ({"query": "q", "documents": ["a"] * (MAX_DOCUMENTS + 1)},
-     f"'documents' has {MAX_DOCUMENTS + 1} items, more than {MAX_DOCUMENTS}"),
+    ({"query": "q", "documents": ["a"] * 9}, "'documents' has 9 items, more than the limit of 8 "
+                                             "(--max-embedding-inputs)"),
     ({"query": "q", "documents": ["a"], "top_n": 0}, "'top_n' must be in [1, inf], got 0"),
     ({"query": "q", "documents": ["a"], "top_n": "2"}, "'top_n' must be an integer, got str: '2'"),
     ({"query": "q", "texts": ["a"], "return_text": "yes"}, "'return_text' must be a boolean, got str: 'yes'"),
 ])
 def test_bad_requests(body, message):
     with pytest.raises(InvalidRequestError) as err:
-        parse_rerank(body)
+        parse_rerank(body, 8)
     assert err.value.message == message
 
 
 def test_parse_defaults_and_tei():
-    req = parse_rerank({"query": "q", "documents": ["a", "b"], "model": "m"})
+    req = parse_rerank({"query": "q", "documents": ["a", "b"], "model": "m"}, 8)
     assert req == RerankRequest("q", ["a", "b"], top_n=2, tei=False, return_text=False, model="m")
-    req = parse_rerank({"query": "q", "texts": ["a"], "return_text": True, "top_n": 5})
+    req = parse_rerank({"query": "q", "texts": ["a"], "return_text": True, "top_n": 5}, 8)
     assert (req.documents, req.tei, req.return_text, req.top_n, req.model) == (["a"], True, True, 5, None)
 
 
