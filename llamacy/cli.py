@@ -51,13 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--yarn-attn-factor", type=float, default=1.0, help="YaRN attention magnitude scale")
     g.add_argument("--yarn-beta-slow", type=float, default=1.0, help="YaRN high correction dim")
     g.add_argument("--yarn-beta-fast", type=float, default=32.0, help="YaRN low correction dim")
-    g.add_argument("--pooling", choices=["none", "mean", "cls", "last"], help="embedding pooling (default: model's)")
+    g.add_argument("--pooling", choices=["none", "mean", "cls", "last", "rank"],
+                   help="embedding pooling (default: model's)")
     g.add_argument("-dt", "--defrag-thold", type=float, default=-1.0, help="KV defrag threshold (deprecated in the engine)")
     g.add_argument("-fa", "--flash-attn", action="store_true", help="enable flash attention")
     kv = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
     g.add_argument("-ctk", "--cache-type-k", default="f16", choices=kv, help="KV cache type for K (default: f16)")
     g.add_argument("-ctv", "--cache-type-v", default="f16", choices=kv, help="KV cache type for V (default: f16)")
     g.add_argument("--embeddings", "--embedding", action="store_true", help="enable the embedding endpoints")
+    g.add_argument("--reranking", "--rerank", action="store_true",
+                   help="enable the rerank endpoint (a reranker model; implies --embeddings --pooling rank)")
     g.add_argument("--chat-template", help="chat template: a Jinja string or a built-in name")
     g.add_argument("--spm-infill", action="store_true", help="suffix/prefix/middle order for infill")
     g = p.add_argument_group("server")
@@ -115,6 +118,8 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
     for name in ("max_n_probs", "max_stop_strings"):
         if getattr(a, name) < 0:
             p.error(f"--{name.replace('_', '-')} must not be negative")
+    if a.reranking and a.pooling not in (None, "rank"):
+        p.error(f"--reranking uses rank pooling; it can't go with --pooling {a.pooling}")
     if a.ssl_key_file and not a.ssl_cert_file or a.ssl_cert_file and not a.ssl_key_file:
         p.error("--ssl-key-file and --ssl-cert-file go together")
     return ServerConfig(
@@ -125,9 +130,10 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         threads=a.threads, threads_batch=a.threads_batch, threads_http=a.threads_http,
         n_predict=a.n_predict, rope_scaling=a.rope_scaling, rope_freq_base=a.rope_freq_base,
         rope_freq_scale=a.rope_freq_scale, yarn_ext_factor=a.yarn_ext_factor, yarn_attn_factor=a.yarn_attn_factor,
-        yarn_beta_slow=a.yarn_beta_slow, yarn_beta_fast=a.yarn_beta_fast, pooling=a.pooling,
+        yarn_beta_slow=a.yarn_beta_slow, yarn_beta_fast=a.yarn_beta_fast, pooling="rank" if a.reranking else a.pooling,
         defrag_thold=a.defrag_thold, flash_attn=a.flash_attn, cache_type_k=a.cache_type_k,
-        cache_type_v=a.cache_type_v, grp_attn_n=a.grp_attn_n, grp_attn_w=a.grp_attn_w, embeddings=a.embeddings,
+        cache_type_v=a.cache_type_v, grp_attn_n=a.grp_attn_n, grp_attn_w=a.grp_attn_w,
+        embeddings=a.embeddings or a.reranking,
         system_prompt_file=a.system_prompt_file, chat_template=a.chat_template, spm_infill=a.spm_infill,
         host=a.host, port=a.port, timeout=a.timeout, path=a.path, api_keys=tuple(keys),
         ssl_key_file=a.ssl_key_file, ssl_cert_file=a.ssl_cert_file, slots_endpoint=not a.slots_endpoint_disable,

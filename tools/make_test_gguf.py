@@ -5,9 +5,16 @@ features the default model lacks (infill) can be exercised end to end. Outputs a
 
     python tools/make_test_gguf.py OUT.gguf [--source MODEL.gguf] [--fim PRE,SUF,MID]
     python tools/make_test_gguf.py OUT.gguf --lora-for MODEL.gguf [--rank 8]
+    python tools/make_test_gguf.py OUT.gguf --reranker [--rerank-template TEXT]
 
 ``--lora-for`` writes instead a random LoRA adapter for MODEL's attention and FFN weights
 (strong enough to change its greedy output), to test --lora.
+
+``--reranker`` writes a tiny Qwen3-style reranker (what llama.cpp's converter makes of
+Qwen3-Reranker): pooling type rank, a ``cls.output`` head with the labels "yes"/"no", whose
+softmax gives one relevance score in (0, 1) from the last token. Its tokenizer asks for
+BERT-style BOS/EOS/SEP around the query and the document (so the rerank prompt layout shows);
+``--rerank-template`` adds a ``tokenizer.chat_template.rerank`` with {query} and {document}.
 """
 from __future__ import annotations
 
@@ -17,13 +24,14 @@ import sys
 import numpy as np
 
 
-def copy_tokenizer(reader, writer) -> int:
-    """Copy every ``tokenizer.*`` key of ``reader`` into ``writer``; returns the vocab size."""
+def copy_tokenizer(reader, writer, skip: frozenset[str] = frozenset()) -> int:
+    """Copy every ``tokenizer.*`` key of ``reader`` (but those in ``skip``) into ``writer``;
+    returns the vocab size."""
     import gguf
     vt = gguf.GGUFValueType
     n_vocab = 0
     for key, field in reader.fields.items():
-        if not key.startswith("tokenizer."):
+        if not key.startswith("tokenizer.") or key in skip:
             continue
         kind = field.types[0]
         if kind == vt.ARRAY:
@@ -87,6 +95,65 @@ def make(out: str, source: str, fim: tuple[int, int, int] | None, n_embd: int = 
     writer.close()
 
 
+# The reranker's special tokens, taken from SmolLM2's: <|im_start|>, <|im_end|>, <repo_name>.
+RERANK_BOS, RERANK_EOS, RERANK_SEP = 1, 2, 3
+
+
+def make_reranker(out: str, source: str, template: str | None = None, n_embd: int = 32, n_layer: int = 1,
+                  n_head: int = 2, n_ff: int = 64, seed: int = 0) -> None:
+    """A random Qwen3 reranker: causal, rank pooling reads the last token, ``cls.output``
+    (n_embd -> 2 labels) then a softmax, so score = P("yes")."""
+    import gguf
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(out, "qwen3")
+    tk = gguf.Keys.Tokenizer
+    n_vocab = copy_tokenizer(reader, writer, skip=frozenset({tk.ADD_BOS, tk.ADD_EOS, tk.BOS_ID, tk.EOS_ID}))
+    writer.add_bos_token_id(RERANK_BOS)
+    writer.add_eos_token_id(RERANK_EOS)
+    writer.add_sep_token_id(RERANK_SEP)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(True)
+    writer.add_add_sep_token(True)
+    if template is not None:
+        writer.add_string(tk.CHAT_TEMPLATE + ".rerank", template)
+    writer.add_pooling_type(gguf.PoolingType.RANK)
+    writer.add_array(gguf.Keys.Classifier.OUTPUT_LABELS.format(arch="qwen3"), ["yes", "no"])
+    head_dim = n_embd // n_head
+    writer.add_context_length(2048)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_vocab_size(n_vocab)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int, scale: float = 0.05) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd, scale=1.0))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    writer.add_tensor("cls.output.weight", weights(2, n_embd, scale=0.5))
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        writer.add_tensor(b + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            writer.add_tensor(b + name + ".weight", weights(n_embd, n_embd, scale=0.3))
+        writer.add_tensor(b + "attn_q_norm.weight", np.ones(head_dim, dtype=np.float32))
+        writer.add_tensor(b + "attn_k_norm.weight", np.ones(head_dim, dtype=np.float32))
+        writer.add_tensor(b + "ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        writer.add_tensor(b + "ffn_gate.weight", weights(n_ff, n_embd, scale=0.3))
+        writer.add_tensor(b + "ffn_up.weight", weights(n_ff, n_embd, scale=0.3))
+        writer.add_tensor(b + "ffn_down.weight", weights(n_embd, n_ff, scale=0.3))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def make_lora(out: str, base: str, rank: int = 8, scale: float = 0.5, seed: int = 0) -> None:
     """A LoRA adapter GGUF for ``base``: lora_a (rank x n_in) and lora_b (n_out x rank) per
     attention/FFN weight, in the layout libllama expects (A already transposed)."""
@@ -118,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fim", help="FIM prefix,suffix,middle token ids, e.g. 3,4,5")
     ap.add_argument("--lora-for", metavar="MODEL", help="write a random LoRA adapter for this model instead")
     ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--reranker", action="store_true", help="write a tiny Qwen3-style reranker (pooling rank)")
+    ap.add_argument("--rerank-template", help="with --reranker: a rerank prompt template with {query}, {document}")
     args = ap.parse_args(argv)
     if args.lora_for:
         make_lora(args.out, args.lora_for, args.rank)
@@ -126,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     if source is None:
         from llamacy.models import default_model_path
         source = default_model_path()
+    if args.rerank_template is not None and not args.reranker:
+        ap.error("--rerank-template goes with --reranker")
+    if args.reranker:
+        make_reranker(args.out, source, args.rerank_template)
+        return 0
     fim = tuple(int(x) for x in args.fim.split(",")) if args.fim else None
     if fim is not None and len(fim) != 3:
         ap.error("--fim takes three token ids")

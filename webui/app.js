@@ -25,6 +25,15 @@ const DEFAULT_SETTINGS = {
   n_predict: '400',
   repeat_penalty: '1.1',
   seed: '-1',
+  // llama.cpp's newer samplers, at its defaults (all off)
+  top_n_sigma: '-1',
+  xtc_probability: '0',
+  xtc_threshold: '0.1',
+  dry_multiplier: '0',
+  dry_base: '1.75',
+  dry_allowed_length: '2',
+  dry_penalty_last_n: '-1',
+  dry_sequence_breakers: '',
   grammar: '',
   json_schema: '',
 };
@@ -38,6 +47,13 @@ const NUMERIC_SETTINGS = {
   n_predict: true,
   repeat_penalty: false,
   seed: true,
+  top_n_sigma: false,
+  xtc_probability: false,
+  xtc_threshold: false,
+  dry_multiplier: false,
+  dry_base: false,
+  dry_allowed_length: true,
+  dry_penalty_last_n: true,
 };
 
 // Text inserted by the completion template picker; {cursor} marks where the
@@ -156,6 +172,19 @@ function buildParams(mode) {
       throw new Error(`Setting ${name} must be ${integer ? 'an integer' : 'a number'}.`);
     }
     params[name] = value;
+  }
+
+  if (s.dry_sequence_breakers.trim() !== '') {
+    let breakers;
+    try {
+      breakers = JSON.parse(s.dry_sequence_breakers);
+    } catch {
+      breakers = undefined;
+    }
+    if (!Array.isArray(breakers) || breakers.length === 0 || !breakers.every((b) => typeof b === 'string')) {
+      throw new Error('Setting dry_sequence_breakers must be a JSON array of strings, e.g. ["\\n", ":"].');
+    }
+    params.dry_sequence_breakers = breakers;
   }
 
   if (s.grammar.trim() !== '') params.grammar = s.grammar;

@@ -73,6 +73,30 @@ def _logit_bias(vocab, value: Any) -> list[tuple[int, float | None]]:
     return out
 
 
+MAX_DRY_BREAKERS = 16
+MAX_DRY_BREAKER_BYTES = 40   # libllama truncates longer breakers
+
+
+def _dry_sequence_breakers(body: dict, default: tuple[str, ...]) -> tuple[str, ...]:
+    """llama.cpp's ``dry_sequence_breakers``: a non-empty array of non-empty strings."""
+    value = body.get("dry_sequence_breakers")
+    if value is None:
+        return default
+    if not isinstance(value, list) or not value or not all(isinstance(b, str) for b in value):
+        raise InvalidRequestError("'dry_sequence_breakers' must be a non-empty array of strings")
+    if len(value) > MAX_DRY_BREAKERS:
+        raise InvalidRequestError(f"'dry_sequence_breakers' has more than {MAX_DRY_BREAKERS} items")
+    for b in value:
+        try:
+            n_bytes = len(b.encode("utf-8"))
+        except UnicodeEncodeError:
+            n_bytes = -1
+        if not 0 < n_bytes <= MAX_DRY_BREAKER_BYTES or "\x00" in b:
+            raise InvalidRequestError(f"'dry_sequence_breakers' items must be 1 to {MAX_DRY_BREAKER_BYTES} bytes "
+                                      f"of UTF-8 without NUL, got {b[:60]!r}")
+    return tuple(value)
+
+
 def parse_sampling(body: dict, vocab, defaults: SamplingParams | None = None) -> SamplingParams:
     d = defaults or SamplingParams()
     samplers = body.get("samplers")
@@ -103,6 +127,14 @@ def parse_sampling(body: dict, vocab, defaults: SamplingParams | None = None) ->
         presence_penalty=get_float(body, "presence_penalty", d.presence_penalty),
         frequency_penalty=get_float(body, "frequency_penalty", d.frequency_penalty),
         penalty_prompt=pp_tokens,
+        dry_multiplier=get_float(body, "dry_multiplier", d.dry_multiplier, lo=0.0, hi=1e4),
+        dry_base=get_float(body, "dry_base", d.dry_base, lo=1.0, hi=1e4),
+        dry_allowed_length=get_int(body, "dry_allowed_length", d.dry_allowed_length, lo=0, hi=1 << 20),
+        dry_penalty_last_n=get_int(body, "dry_penalty_last_n", d.dry_penalty_last_n, lo=-1, hi=1 << 20),
+        dry_sequence_breakers=_dry_sequence_breakers(body, d.dry_sequence_breakers),
+        xtc_probability=get_float(body, "xtc_probability", d.xtc_probability, lo=0.0, hi=1.0),
+        xtc_threshold=get_float(body, "xtc_threshold", d.xtc_threshold, lo=0.0, hi=1.0),
+        top_n_sigma=get_float(body, "top_n_sigma", d.top_n_sigma, lo=-1.0, hi=1e4),
         mirostat=get_int(body, "mirostat", d.mirostat, lo=0, hi=2),
         mirostat_tau=get_float(body, "mirostat_tau", d.mirostat_tau, lo=0.0),
         mirostat_eta=get_float(body, "mirostat_eta", d.mirostat_eta, lo=0.0),
@@ -156,6 +188,9 @@ def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n
         "presence_penalty": s.presence_penalty, "frequency_penalty": s.frequency_penalty,
         "penalty_prompt_tokens": list(s.penalty_prompt or []),
         "use_penalty_prompt_tokens": s.penalty_prompt is not None,
+        "top_n_sigma": s.top_n_sigma, "xtc_probability": s.xtc_probability, "xtc_threshold": s.xtc_threshold,
+        "dry_multiplier": s.dry_multiplier, "dry_base": s.dry_base, "dry_allowed_length": s.dry_allowed_length,
+        "dry_penalty_last_n": s.dry_penalty_last_n, "dry_sequence_breakers": list(s.dry_sequence_breakers),
         "mirostat": s.mirostat, "mirostat_tau": s.mirostat_tau, "mirostat_eta": s.mirostat_eta,
         "penalize_nl": s.penalize_nl, "stop": list(p.stop) if p else [], "n_keep": p.n_keep if p else 0,
         "ignore_eos": s.ignore_eos, "stream": p.stream if p else False,

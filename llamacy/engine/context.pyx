@@ -93,6 +93,10 @@ cdef class Context:
         if self.c_ctx == NULL:
             raise LlamacyError(f"failed to create a context (n_ctx={n_ctx}, n_batch={n_batch}, n_seq_max={n_seq_max})")
         self.model = model
+        if embeddings and self.pooling == "rank" and not model.has_classifier_head:
+            self.close()
+            raise LlamacyError(f"rank pooling (reranking) needs a reranker model with a classification head "
+                               f"(a cls or cls.output tensor); {os.path.basename(model.path)} has none")
         self.c_mem = llama_get_memory(self.c_ctx)
         self.n_vocab = model.vocab.n_vocab
         if model._loras:
@@ -339,18 +343,22 @@ cdef class Context:
         return np.asarray(<float[:self.n_vocab]> ptr)
 
     def embeddings_ith(self, int i):
+        """Output ``i``'s embedding (pooling none): n_embd_out floats."""
         self._check()
         cdef float * ptr = llama_get_embeddings_ith(self.c_ctx, i)
         if ptr == NULL:
             raise LlamacyError(f"no embeddings for output {i}")
-        return np.asarray(<float[:self.model.n_embd]> ptr).copy()
+        return np.asarray(<float[:self.model.n_embd_out]> ptr).copy()
 
     def embeddings_seq(self, int seq_id):
+        """A sequence's pooled embedding (n_embd_out floats), or with rank pooling its
+        classifier scores (n_cls_out floats)."""
         self._check()
         cdef float * ptr = llama_get_embeddings_seq(self.c_ctx, seq_id)
         if ptr == NULL:
             raise LlamacyError(f"no pooled embeddings for sequence {seq_id}")
-        return np.asarray(<float[:self.model.n_embd]> ptr).copy()
+        cdef int n = self.model.n_cls_out if self.pooling == "rank" else self.model.n_embd_out
+        return np.asarray(<float[:n]> ptr).copy()
 
 
 cdef class Batch:

@@ -6,14 +6,16 @@ lines routed into Python's ``logging`` (logger ``llamacy.engine.llama``).
 """
 import logging
 import os
+import re
 
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport malloc, free
 
 from third_party.ggml.ggml cimport ggml_log_level, GGML_LOG_LEVEL_DEBUG, GGML_LOG_LEVEL_INFO, \
     GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR, GGML_LOG_LEVEL_CONT, GGML_NUMA_STRATEGY_DISABLED, \
     GGML_NUMA_STRATEGY_DISTRIBUTE, GGML_NUMA_STRATEGY_ISOLATE, GGML_NUMA_STRATEGY_NUMACTL
 from third_party.ggml.llama cimport *
+from third_party.ggml.gguf cimport gguf_context, gguf_init_params, gguf_init_from_file, gguf_free, gguf_find_tensor
 
 from llamacy.errors import ModelLoadError, LlamacyError
 
@@ -101,6 +103,36 @@ cdef str _read_str(int32_t (*getter)(const llama_model *, int32_t, char *, size_
         size = <size_t> n + 1
 
 
+_SPLIT_NAME = re.compile(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$")
+
+
+def _gguf_files(path: str) -> list:
+    """The files of a model: one, or every part of a split GGUF (NAME-0000k-of-0000n.gguf)."""
+    m = _SPLIT_NAME.match(path)
+    if m is None:
+        return [path]
+    n = int(m.group(3))
+    return [f"{m.group(1)}-{i:05d}-of-{n:05d}.gguf" for i in range(1, n + 1)]
+
+
+cdef bint _gguf_has_tensor(str path, bytes name) except -1:
+    """Whether the GGUF at ``path`` lists a tensor ``name`` (reads the header only)."""
+    cdef gguf_init_params params
+    params.no_alloc = True
+    params.ctx = NULL
+    cdef bytes c_path = os.fsencode(path)
+    cdef const char * p = c_path
+    cdef const char * c_name = name
+    cdef gguf_context * g
+    with nogil:
+        g = gguf_init_from_file(p, params)
+    if g == NULL:
+        raise ModelLoadError(f"cannot read the GGUF header of {path}")
+    cdef int64_t found = gguf_find_tensor(g, c_name)
+    gguf_free(g)
+    return found >= 0
+
+
 cdef class Model:
     """A GGUF model loaded by libllama. Owns the ``llama_model``; ``close()`` frees it."""
 
@@ -173,6 +205,25 @@ cdef class Model:
     def n_embd(self) -> int:
         self._check()
         return llama_model_n_embd(self.c_model)
+
+    @property
+    def n_embd_out(self) -> int:
+        """Width of an output embedding (pooled or per token); differs from n_embd in a few models."""
+        self._check()
+        return llama_model_n_embd_out(self.c_model)
+
+    @property
+    def n_cls_out(self) -> int:
+        """Outputs of the classifier head: the length of a rank-pooled result."""
+        self._check()
+        return llama_model_n_cls_out(self.c_model)
+
+    @property
+    def has_classifier_head(self) -> bool:
+        """True if the GGUF has a classification head (``cls`` or ``cls.output``), which rank
+        pooling (reranking) needs: without one libllama returns a slice of a hidden state."""
+        return any(_gguf_has_tensor(f, name) for f in _gguf_files(self.path)
+                   for name in (b"cls.weight", b"cls.output.weight"))
 
     @property
     def n_layer(self) -> int:
@@ -386,6 +437,8 @@ cdef class Vocab:
     def add_bos(self) -> bool: return llama_vocab_get_add_bos(self.c_vocab)
     @property
     def add_eos(self) -> bool: return llama_vocab_get_add_eos(self.c_vocab)
+    @property
+    def add_sep(self) -> bool: return llama_vocab_get_add_sep(self.c_vocab)
 
     def eog_tokens(self) -> list:
         """Every end-of-generation token id (EOS, EOT, and model-specific ones)."""

@@ -31,6 +31,8 @@ ctypedef struct SamplerCore:
 
 cdef class Sampler:
     cdef SamplerCore c
+    cdef llama_sampler * c_dry   # borrowed from ``c.chain`` (primed with the prompt), or NULL
     cdef readonly object params
     cdef readonly object model
     cdef _add_named(self, str name, size_t min_keep)
+    cdef _add_dry(self)

@@ -14,15 +14,18 @@ from libc.math cimport expf, fabsf, INFINITY, isfinite
 from libc.stdint cimport int32_t, uint32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free, qsort
 from libc.string cimport memcpy
+from cpython.bytes cimport PyBytes_AS_STRING
 
 from third_party.ggml.llama cimport *
 from llamacy.engine.model cimport Model, Vocab
 from llamacy.engine.context cimport Context
 
+import collections
 import logging
 import os
 import sys
 import tempfile
+import threading
 
 from llamacy.errors import GrammarError, InvalidRequestError, LlamacyError
 from llamacy.engine.sampling_params import SamplingParams, SAMPLER_NAMES
@@ -347,11 +350,51 @@ cdef llama_sampler * _checked(llama_sampler * s, str what) except NULL:
     return s
 
 
+cdef llama_sampler * _new_dry(Vocab vocab, float multiplier, float base, int32_t allowed_length,
+                              int32_t penalty_last_n, tuple breakers) except NULL:
+    encoded = [b.encode("utf-8") for b in breakers]
+    cdef size_t n = len(encoded), i
+    cdef const char ** c_breakers = <const char **> malloc(max(n, 1) * sizeof(const char *))
+    cdef llama_sampler * dry
+    if c_breakers == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            c_breakers[i] = PyBytes_AS_STRING(encoded[i])
+        dry = llama_sampler_init_dry(vocab.c_vocab, multiplier, base, allowed_length, penalty_last_n, c_breakers, n)
+    finally:
+        free(c_breakers)
+    return _checked(dry, "dry")
+
+
+cdef class _SamplerPrototype:
+    """A llama_sampler kept only to be cloned (owns it)."""
+    cdef llama_sampler * c_smpl
+    cdef object owner   # the Model it was built for: keeps id(model) in the cache key from being reused
+
+    def __cinit__(self):
+        self.c_smpl = NULL
+
+    def __dealloc__(self):
+        if self.c_smpl != NULL:
+            llama_sampler_free(self.c_smpl)
+            self.c_smpl = NULL
+
+
+# DRY prototypes by (model, options, breakers), least recently used first (a few MB at most:
+# each holds two int arrays of dry_penalty_last_n). Locked: samplers may be built on any thread.
+DRY_PROTOTYPES_MAX = 8
+_dry_prototypes = collections.OrderedDict()
+_dry_prototypes_lock = threading.Lock()
+
+
 cdef class Sampler:
     """A request's sampler: a llama_sampler chain built from a SamplingParams.
 
     The chain is [logit bias, penalties, grammar, <samplers in params.samplers order>, final],
-    where final is greedy (temperature <= 0), mirostat 1/2, or dist(seed).
+    where final is greedy (temperature <= 0: only DRY and XTC of the named samplers run before
+    it), mirostat 1/2 (no named samplers), or dist(seed). Samplers whose options turn them off
+    are left out.
     """
 
     def __cinit__(self):
@@ -361,6 +404,7 @@ cdef class Sampler:
         self.c.n_bias = 0
         self.c.grammar = NULL
         self.c.cur = NULL
+        self.c_dry = NULL
 
     def __init__(self, Model model, params: SamplingParams):
         self.params = params
@@ -405,8 +449,6 @@ cdef class Sampler:
                 raise MemoryError()
             llama_sampler_chain_add(self.c.chain, _checked(llama_sampler_init(&penalties_iface, pen), "penalties"))
             self.c.pen = pen
-            if params.penalty_prompt:
-                self.accept_many(params.penalty_prompt)
 
         cdef bytes g
         cdef llama_sampler * gs
@@ -418,12 +460,17 @@ cdef class Sampler:
             llama_sampler_chain_add(self.c.chain, gs)
             self.c.grammar = gs
 
-        self.c.fast_greedy = params.is_greedy and not params.grammar
+        self.c.fast_greedy = params.is_greedy and not params.needs_chain
         if not self.c.fast_greedy:
             self.c.cur = <llama_token_data *> malloc(n_vocab * sizeof(llama_token_data))
             if self.c.cur == NULL:
                 raise MemoryError()
         if params.temperature <= 0:
+            # Of the named samplers only DRY and XTC can move the argmax (llama.cpp runs its whole
+            # list before a zero temperature keeps the top token); the rest stay out, as before.
+            for name in params.samplers:
+                if name in ("dry", "xtc"):
+                    self._add_named(name, min_keep)
             llama_sampler_chain_add(self.c.chain, llama_sampler_init_greedy())
         elif params.mirostat == 1:
             llama_sampler_chain_add(self.c.chain, llama_sampler_init_temp(params.temperature))
@@ -437,11 +484,24 @@ cdef class Sampler:
             for name in params.samplers:
                 self._add_named(name, min_keep)
             llama_sampler_chain_add(self.c.chain, llama_sampler_init_dist(seed))
+        if params.penalty_prompt:
+            self.accept_many(params.penalty_prompt)
 
     cdef _add_named(self, str name, size_t min_keep):
         p = self.params
         cdef TfsState * tfs
-        if name == "top_k":
+        if name == "dry":
+            if p.dry_on:
+                self._add_dry()
+        elif name == "xtc":
+            if p.xtc_on:
+                llama_sampler_chain_add(self.c.chain, _checked(llama_sampler_init_xtc(
+                    p.xtc_probability, p.xtc_threshold, min_keep, (<int64_t> p.seed) & 0xFFFFFFFF), "xtc"))
+        elif name == "top_n_sigma":
+            if p.top_n_sigma_on:
+                llama_sampler_chain_add(self.c.chain, _checked(llama_sampler_init_top_n_sigma(p.top_n_sigma),
+                                                               "top_n_sigma"))
+        elif name == "top_k":
             if p.top_k > 0:
                 llama_sampler_chain_add(self.c.chain, llama_sampler_init_top_k(p.top_k))
         elif name == "tfs_z":
@@ -466,11 +526,36 @@ cdef class Sampler:
             else:
                 llama_sampler_chain_add(self.c.chain, llama_sampler_init_temp(p.temperature))
 
+    cdef _add_dry(self):
+        """libllama's DRY sampler, cloned from a cached prototype: building one tokenizes every
+        sequence breaker against the whole vocabulary (~3 ms each), too slow to repeat per request."""
+        p = self.params
+        breakers = tuple(p.dry_sequence_breakers)
+        key = (id(self.model), p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_penalty_last_n, breakers)
+        cdef _SamplerPrototype proto
+        cdef llama_sampler * dry
+        with _dry_prototypes_lock:
+            proto = _dry_prototypes.get(key)
+            if proto is None:
+                proto = _SamplerPrototype.__new__(_SamplerPrototype)
+                proto.c_smpl = _new_dry(self.model.vocab, p.dry_multiplier, p.dry_base, p.dry_allowed_length,
+                                        p.dry_penalty_last_n, breakers)
+                proto.owner = self.model
+                _dry_prototypes[key] = proto
+                while len(_dry_prototypes) > DRY_PROTOTYPES_MAX:
+                    _dry_prototypes.popitem(last=False)
+            else:
+                _dry_prototypes.move_to_end(key)
+            dry = _checked(llama_sampler_clone(proto.c_smpl), "dry")
+        llama_sampler_chain_add(self.c.chain, dry)
+        self.c_dry = dry
+
     def __dealloc__(self):
         if self.c.chain != NULL:
             llama_sampler_free(self.c.chain)   # frees the custom samplers' state too
             self.c.chain = NULL
             self.c.pen = NULL
+            self.c_dry = NULL
         free(self.c.bias)
         self.c.bias = NULL
         free(self.c.cur)
@@ -487,11 +572,14 @@ cdef class Sampler:
                 for i in range(llama_sampler_chain_n(self.c.chain))]
 
     def accept_many(self, tokens) -> None:
-        """Feed tokens to the repetition penalties only (the prompt, or penalty_prompt)."""
-        if self.c.pen == NULL:
-            return
-        for t in tokens:
-            penalty_accept(self.c.pen, t)
+        """Feed history to the repetition penalties and DRY only (the prompt, or penalty_prompt)."""
+        if self.c.pen != NULL:
+            for t in tokens:
+                penalty_accept(self.c.pen, t)
+        if self.c_dry != NULL:
+            for t in tokens:
+                if 0 <= t < self.c.n_vocab:
+                    llama_sampler_accept(self.c_dry, t)
 
     def accept(self, llama_token token) -> None:
         """Feed a generated token to every sampler of the chain (grammar, penalties, mirostat).

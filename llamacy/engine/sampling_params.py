@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DEFAULT_SAMPLERS = ("top_k", "tfs_z", "typical_p", "top_p", "min_p", "temperature")
+# The spec's order, with llama.cpp's newer samplers where its server puts them (common/sampling:
+# penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature). A sampler whose
+# options leave it off is not added to the chain, so the defaults build the spec's chain.
+DEFAULT_SAMPLERS = ("dry", "top_n_sigma", "top_k", "tfs_z", "typical_p", "top_p", "min_p", "xtc", "temperature")
 SAMPLER_NAMES = frozenset(DEFAULT_SAMPLERS)
+DEFAULT_DRY_SEQUENCE_BREAKERS = ("\n", ":", "\"", "*")
 
 
 @dataclass
@@ -13,7 +17,8 @@ class SamplingParams:
 
     ``logit_bias`` holds ``(token, bias)`` pairs where ``bias is None`` bans the token
     (the spec's ``false``). ``penalty_prompt`` holds tokens (already tokenized) or None.
-    ``repeat_last_n`` must already be resolved (-1 → the slot's context size).
+    ``repeat_last_n`` and ``dry_penalty_last_n`` must already be resolved (-1 → the slot's
+    context size); the engine treats a value below zero as off.
     """
 
     temperature: float = 0.8
@@ -30,6 +35,14 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     penalty_prompt: list[int] | None = None
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = -1
+    dry_sequence_breakers: tuple[str, ...] = DEFAULT_DRY_SEQUENCE_BREAKERS
+    xtc_probability: float = 0.0
+    xtc_threshold: float = 0.1
+    top_n_sigma: float = -1.0
     mirostat: int = 0
     mirostat_tau: float = 5.0
     mirostat_eta: float = 0.1
@@ -45,6 +58,27 @@ class SamplingParams:
     def has_penalties(self) -> bool:
         return self.repeat_last_n != 0 and (
             self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0)
+
+    @property
+    def dry_on(self) -> bool:
+        """DRY is in the chain: named in ``samplers``, a multiplier, and a window to scan."""
+        return ("dry" in self.samplers and self.mirostat == 0 and self.dry_multiplier > 0.0
+                and self.dry_base >= 1.0 and self.dry_penalty_last_n > 0)
+
+    @property
+    def xtc_on(self) -> bool:
+        """XTC is in the chain (libllama's XTC does nothing above a 0.5 threshold)."""
+        return ("xtc" in self.samplers and self.mirostat == 0 and self.xtc_probability > 0.0
+                and self.xtc_threshold <= 0.5)
+
+    @property
+    def top_n_sigma_on(self) -> bool:
+        return "top_n_sigma" in self.samplers and self.mirostat == 0 and self.top_n_sigma > 0.0
+
+    @property
+    def needs_chain(self) -> bool:
+        """Options only the full llama_sampler chain implements (the greedy fast path does not)."""
+        return bool(self.grammar) or self.dry_on or self.xtc_on or self.top_n_sigma_on
 
     @property
     def is_greedy(self) -> bool:

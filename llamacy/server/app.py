@@ -48,8 +48,8 @@ def make_app(state: ServerState) -> tornado.web.Application:
 def _optional_routes():
     """Route tables of the other endpoint groups, when their modules are present."""
     import importlib
-    for name in ("llamacy.server.openai", "llamacy.server.embeddings", "llamacy.server.metrics",
-                 "llamacy.server.infill"):
+    for name in ("llamacy.server.openai", "llamacy.server.embeddings", "llamacy.server.rerank",
+                 "llamacy.server.metrics", "llamacy.server.infill"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:

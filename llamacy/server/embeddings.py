@@ -52,7 +52,10 @@ class _EmbeddingHandler(BaseHandler):
         return out
 
     async def embed(self, inputs: list) -> list[EmbeddingResult]:
-        token_lists = await self.off_loop(self.tokenize_inputs, inputs)
+        return await self.embed_tokens(await self.off_loop(self.tokenize_inputs, inputs))
+
+    async def embed_tokens(self, token_lists: list[list[int]]) -> list[EmbeddingResult]:
+        """Run already tokenized inputs (each within the limits) as one request of the queue."""
         self.task = self.state.scheduler.submit(Task(EmbeddingParams(token_lists)))
         async for ev in self.task.events():
             if isinstance(ev, EmbeddingResults):

@@ -56,6 +56,8 @@ def start_request(slot: Slot, task: Task, *, ctx: Context, model: Model, system_
     sampling = p.sampling
     if sampling.repeat_last_n < 0:
         sampling.repeat_last_n = n_ctx
+    if sampling.dry_penalty_last_n < 0:
+        sampling.dry_penalty_last_n = n_ctx
     sampler = Sampler(model, sampling)
     if sampling.penalty_prompt is None:
         sampler.accept_many(tokens[len(system):])
