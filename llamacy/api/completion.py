@@ -100,6 +100,7 @@ def _dry_sequence_breakers(body: dict, default: tuple[str, ...]) -> tuple[str, .
 def parse_sampling(body: dict, vocab, defaults: SamplingParams | None = None) -> SamplingParams:
     d = defaults or SamplingParams()
     samplers = body.get("samplers")
+    named = samplers is not None
     if samplers is None:
         samplers = list(d.samplers)
     elif not isinstance(samplers, list) or not all(isinstance(s, str) for s in samplers):
@@ -112,7 +113,7 @@ def parse_sampling(body: dict, vocab, defaults: SamplingParams | None = None) ->
     if penalty_prompt is not None:
         pp_tokens = tokenize_prompt(vocab, penalty_prompt, add_bos=False, field="penalty_prompt")
     seed = get_int(body, "seed", d.seed, lo=-1, hi=0xFFFFFFFF)
-    return SamplingParams(
+    params = SamplingParams(
         temperature=get_float(body, "temperature", d.temperature),
         dynatemp_range=get_float(body, "dynatemp_range", d.dynatemp_range, lo=0.0),
         dynatemp_exponent=get_float(body, "dynatemp_exponent", d.dynatemp_exponent),
@@ -146,6 +147,9 @@ def parse_sampling(body: dict, vocab, defaults: SamplingParams | None = None) ->
         min_keep=get_int(body, "min_keep", d.min_keep, lo=0, hi=vocab.n_vocab),
         samplers=tuple(samplers),
     )
+    if not named:
+        params.samplers = params.default_samplers()
+    return params
 
 
 def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int = -1,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llamacy.engine.sampling_params import FULL_ORDER
+
 JSON = "application/json"
 SSE = "text/event-stream"
 
@@ -53,7 +55,12 @@ SAMPLING = {
     "grammar": _STR, "json_schema": {"type": ["object", "boolean"]},
     "seed": {"type": "integer", "minimum": -1, "maximum": 0xFFFFFFFF}, "ignore_eos": _BOOL,
     "logit_bias": LOGIT_BIAS, "n_probs": {"type": "integer", "minimum": 0}, "min_keep": {"type": "integer", "minimum": 0},
-    "samplers": _arr({"enum": ["top_k", "tfs_z", "typical_p", "top_p", "min_p", "temperature"]}),
+    "samplers": _arr({"enum": list(FULL_ORDER)}),
+    "top_n_sigma": {"type": "number", "minimum": -1}, "xtc_probability": {"type": "number", "minimum": 0, "maximum": 1},
+    "xtc_threshold": {"type": "number", "minimum": 0, "maximum": 1},
+    "dry_multiplier": {"type": "number", "minimum": 0}, "dry_base": {"type": "number", "minimum": 1},
+    "dry_allowed_length": {"type": "integer", "minimum": 0}, "dry_penalty_last_n": {"type": "integer", "minimum": -1},
+    "dry_sequence_breakers": _arr({"type": "string", "minLength": 1, "maxLength": 40}, minItems=1, maxItems=16),
 }
 COMPLETION_OPTIONS = {
     **SAMPLING,
@@ -178,6 +185,16 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
                               _arr(_obj({"index": _INT, "embedding": {"anyOf": [VECTOR, _arr(VECTOR)]}},
                                         ("index", "embedding")))]}),
         body=_body(_obj({"content": {"anyOf": [PROMPT, _arr(_STR)]}}, ("content",))), tags=("native",))}
+    rerank = {"post": _op(
+        "Score documents against a query (--reranking)",
+        _responses({"anyOf": [
+            _obj({"model": _STR, "object": _STR, "usage": _obj({"prompt_tokens": _INT, "total_tokens": _INT}),
+                  "results": _arr(_obj({"index": _INT, "relevance_score": _NUM}, ("index", "relevance_score")))},
+                 ("results",)),
+            _arr(_obj({"index": _INT, "score": _NUM, "text": _STR}, ("index", "score")))]}),
+        body=_body(_obj({"query": _STR, "documents": _arr(_STR, minItems=1), "texts": _arr(_STR, minItems=1),
+                         "top_n": {"type": "integer", "minimum": 1}, "return_text": _BOOL, "model": _STR},
+                        ("query",))), tags=("native",))}
     paths = {
         "/health": health,
         "/v1/health": health,
@@ -227,6 +244,7 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
                                                  _arr(_arr(_TOKEN), minItems=1)]},
                              "encoding_format": {"enum": ["float", "base64"]}, "model": _STR}, ("input",))),
             tags=("openai",))},
+        **{path: rerank for path in ("/rerank", "/reranking", "/v1/rerank", "/v1/reranking")},
         "/metrics": {"get": _op("Prometheus metrics (--metrics)", _responses(_STR, ok_type="text/plain"),
                                 tags=("operations",))},
         "/openapi.json": {"get": _op("This description", _responses({"type": "object"}), tags=("operations",))},

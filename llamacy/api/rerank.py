@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llamacy.api.fields import get_bool, get_int, require_object
+from llamacy.api.fields import get_bool, get_int, get_str, require_object
 from llamacy.errors import InvalidRequestError
 
 @dataclass
@@ -35,10 +35,10 @@ def parse_rerank(body: Any, max_documents: int) -> RerankRequest:
     if len(documents) > max_documents:
         raise InvalidRequestError(f"'{name}' has {len(documents)} items, more than the limit of {max_documents} "
                                   "(--max-embedding-inputs)")
-    model = body.get("model")
+    model = get_str(body, "model", "") or None
     return RerankRequest(query=query, documents=documents, top_n=get_int(body, "top_n", len(documents), lo=1),
                          tei=tei, return_text=get_bool(body, "return_text", False),
-                         model=model if isinstance(model, str) else None)
+                         model=model)
 
 
 def rerank_prompt(vocab, template: str | None, query: str, document: str,

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# The spec's order, with llama.cpp's newer samplers where its server puts them (common/sampling:
-# penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature). A sampler whose
-# options leave it off is not added to the chain, so the defaults build the spec's chain.
-DEFAULT_SAMPLERS = ("dry", "top_n_sigma", "top_k", "tfs_z", "typical_p", "top_p", "min_p", "xtc", "temperature")
-SAMPLER_NAMES = frozenset(DEFAULT_SAMPLERS)
+# The spec's default chain (what /props reports), and the full order with llama.cpp's newer
+# samplers where its server puts them (common/sampling: penalties, dry, top_n_sigma, top_k, typ_p,
+# top_p, min_p, xtc, temperature). A request that sets no ``samplers`` but turns one of the newer
+# ones on gets it at its place in that order (``default_samplers``); one whose options leave it
+# off is never added to the chain.
+DEFAULT_SAMPLERS = ("top_k", "tfs_z", "typical_p", "top_p", "min_p", "temperature")
+FULL_ORDER = ("dry", "top_n_sigma", "top_k", "tfs_z", "typical_p", "top_p", "min_p", "xtc", "temperature")
+SAMPLER_NAMES = frozenset(FULL_ORDER)
 DEFAULT_DRY_SEQUENCE_BREAKERS = ("\n", ":", "\"", "*")
 
 
@@ -86,3 +89,12 @@ class SamplingParams:
         if self.temperature <= 0:
             return True
         return self.mirostat == 0 and "top_k" in self.samplers and self.top_k == 1
+
+    def default_samplers(self) -> tuple[str, ...]:
+        """The chain for a request that names no ``samplers``: the spec's, plus the newer
+        samplers its options turn on, each at llama.cpp's place."""
+        plain = self.mirostat == 0
+        on = {"dry": plain and self.dry_multiplier > 0.0 and self.dry_base >= 1.0 and self.dry_penalty_last_n != 0,
+              "top_n_sigma": plain and self.top_n_sigma > 0.0,
+              "xtc": plain and self.xtc_probability > 0.0 and self.xtc_threshold <= 0.5}
+        return tuple(s for s in FULL_ORDER if on.get(s, s in DEFAULT_SAMPLERS))

@@ -22,9 +22,14 @@ def _gen(ctx, model, params, prompt, n):
 
 
 def _plain(**kw) -> SamplingParams:
+    """Params as a request gives them: without ``samplers``, the spec's chain plus the newer
+    samplers the options turn on (what the API layer's parse_sampling does)."""
     kw.setdefault("repeat_penalty", 1.0)
     kw.setdefault("ignore_eos", True)
-    return SamplingParams(**kw)
+    p = SamplingParams(**kw)
+    if "samplers" not in kw:
+        p.samplers = p.default_samplers()
+    return p
 
 
 def _first_logits(ctx, vocab, text):
@@ -44,8 +49,8 @@ def test_defaults_are_llama_cpp_s_and_off():
     assert (p.xtc_probability, p.xtc_threshold, p.top_n_sigma) == (0.0, 0.1, -1.0)
     assert (p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_penalty_last_n) == (0.0, 1.75, 2, -1)
     assert p.dry_sequence_breakers == ("\n", ":", "\"", "*")
-    assert p.samplers == DEFAULT_SAMPLERS
-    assert [s for s in DEFAULT_SAMPLERS if s in SPEC_SAMPLERS] == list(SPEC_SAMPLERS)
+    assert p.samplers == DEFAULT_SAMPLERS == tuple(SPEC_SAMPLERS)
+    assert p.default_samplers() == DEFAULT_SAMPLERS
     assert not (p.dry_on or p.xtc_on or p.top_n_sigma_on or p.needs_chain)
 
 

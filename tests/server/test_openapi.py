@@ -9,7 +9,6 @@ import re
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
@@ -66,7 +65,7 @@ WITH_INPUT = [(path, method.upper()) for path, ops in build()["paths"].items() f
               if "requestBody" in op or op.get("parameters")]
 FUZZ = [(path, method, GenerationMode.POSITIVE) for path, method in OPERATIONS] + \
        [(path, method, GenerationMode.NEGATIVE) for path, method in WITH_INPUT]
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @pytest.mark.parametrize("path, method, mode", FUZZ)
@@ -81,6 +80,9 @@ def test_fuzz_every_operation(api_schema, path, method, mode):
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):
         response = case.call(timeout=120)
+        # 5xx fails, but 501: the spec's answer for an endpoint its flag leaves off (here /rerank)
+        assert response.status_code < 500 or response.status_code == 501, \
+            f"{response.status_code} {response.text[:500]}\nrequest: {case.as_curl_command()}"
         case.validate_response(response, checks=checks)
 
     run()

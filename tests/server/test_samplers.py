@@ -30,8 +30,13 @@ def complete(server, **body) -> dict:
 def test_props_and_generation_settings_show_the_options(server):
     gs = server.get("/props").json()["default_generation_settings"]
     assert {k: gs[k] for k in NEW_DEFAULTS} == NEW_DEFAULTS
-    assert gs["samplers"] == ["dry", "top_n_sigma", "top_k", "tfs_z", "typical_p", "top_p", "min_p", "xtc",
-                              "temperature"]
+    assert gs["samplers"] == ["top_k", "tfs_z", "typical_p", "top_p", "min_p", "temperature"]   # the spec's
+    # a request that turns the newer samplers on without naming samplers gets them at llama.cpp's places
+    on = complete(server, n_predict=1, xtc_probability=0.5, top_n_sigma=2.0, dry_multiplier=0.5)
+    assert on["generation_settings"]["samplers"] == ["dry", "top_n_sigma", "top_k", "tfs_z", "typical_p", "top_p",
+                                                     "min_p", "xtc", "temperature"]
+    assert complete(server, n_predict=1, xtc_probability=0.5)["generation_settings"]["samplers"] == [
+        "top_k", "tfs_z", "typical_p", "top_p", "min_p", "xtc", "temperature"]
     opts = {"xtc_probability": 0.25, "xtc_threshold": 0.2, "top_n_sigma": 1.5, "dry_multiplier": 0.8,
             "dry_base": 2.0, "dry_allowed_length": 3, "dry_penalty_last_n": 128, "dry_sequence_breakers": ["\n", "."],
             "samplers": ["dry", "xtc", "top_n_sigma", "temperature"]}
