@@ -75,7 +75,8 @@ extensions = [
         library_dirs=[lib_dir],
         libraries=["llama", "ggml", "ggml-base"],
         runtime_library_dirs=["$ORIGIN/../_engine"],
-        extra_compile_args=["-O3"],
+        extra_compile_args=["-O3", "-fopenmp"],   # OpenMP: samplers of a step run in parallel
+        extra_link_args=["-fopenmp"],
     )
     for name in ENGINE_MODULES
 ]

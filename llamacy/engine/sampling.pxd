@@ -1,5 +1,6 @@
 from libc.stdint cimport int32_t, uint32_t
 from third_party.ggml.llama cimport llama_sampler, llama_token, llama_logit_bias, llama_token_data
+from llamacy.engine.topk cimport TokenProb
 
 
 ctypedef struct PenaltyState:
@@ -26,7 +27,19 @@ ctypedef struct SamplerCore:
     int32_t n_bias
     int32_t n_vocab
     llama_sampler * grammar  # borrowed from ``chain``, or NULL
-    llama_token_data * cur   # candidate buffer for the chain path (n_vocab entries)
+    llama_token_data * cur   # candidate buffer: n_vocab entries for the chain path, top_k for the top-k path
+    llama_sampler * tail     # the top-k path: the samplers after top_k, then dist (owned), or NULL
+    int32_t top_k            # with ``tail``: candidates selected from the adjusted row before ``tail``
+    int32_t n_probs          # > 0: report the n_probs most likely tokens of the adjusted row
+    float * scratch          # a row copy for n_probs on the chain path (n_vocab floats), or NULL
+
+
+# sample_core's results below zero
+cdef enum:
+    NO_LOGITS = -1           # the index has no logits
+    NOTHING_ALLOWED = -2     # every candidate was ruled out (e.g. a completed grammar and no EOG)
+
+cdef llama_token sample_core(SamplerCore * c, float * logits, TokenProb * probs, int32_t * n_probs_out) noexcept nogil
 
 
 cdef class Sampler:
@@ -34,5 +47,6 @@ cdef class Sampler:
     cdef llama_sampler * c_dry   # borrowed from ``c.chain`` (primed with the prompt), or NULL
     cdef readonly object params
     cdef readonly object model
-    cdef _add_named(self, str name, size_t min_keep)
+    cdef _add_named(self, llama_sampler * chain, str name, size_t min_keep)
     cdef _add_dry(self)
+    cdef _build_top_k_path(self, uint32_t seed, size_t min_keep)

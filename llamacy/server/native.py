@@ -115,11 +115,11 @@ class SlotActionHandler(BaseHandler):
             raise NotSupportedError("This server does not support slot actions (start it with --slot-save-path).")
         if not 0 <= idx < sch.n_parallel:
             raise InvalidRequestError(f"id_slot {idx} out of range [0, {sch.n_parallel})")
-        body = self.json_body()   # erase takes no field, but a body that is not JSON is still refused
+        # erase takes no field, but its body is checked as the others' is
+        filename = get_str(self.json_body(), "filename", "")
         if action == "erase":
             n = await sch.erase_slot(idx)
             return self.write_json({"id_slot": idx, "n_erased": n})
-        filename = get_str(body, "filename", "")
         if not filename:
             raise InvalidRequestError("'filename' is required")
         path = slot_file(st.config.slot_save_path, filename)
