@@ -19,7 +19,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
-ENGINE_MODULES = ["model", "context", "sampling"]
+ENGINE_MODULES = ["model", "context", "sampling", "generation"]
 
 
 def engine_dirs() -> tuple[str, str]:

@@ -757,11 +757,12 @@ def sample_step(Context ctx, samplers, indices):
         with nogil:
             for i in range(n):   # sequentially: the first call reorders the context's outputs
                 rows[i] = llama_get_logits_ith(c_ctx, idx[i])
-            if n > 1:
-                for i in prange(n, schedule="static"):
+            if n >= 4:   # as many threads as the decode used: one OpenMP pool, no oversubscription
+                for i in prange(n, schedule="static", num_threads=llama_n_threads(c_ctx)):
                     out[i] = sample_core(cores[i], rows[i], probs[i], &n_out[i])
-            elif n == 1:
-                out[0] = sample_core(cores[0], rows[0], probs[0], &n_out[0])
+            else:
+                for i in range(n):
+                    out[i] = sample_core(cores[i], rows[i], probs[i], &n_out[i])
         for i in range(n):
             if out[i] == NO_LOGITS:
                 raise LlamacyError(f"no logits for output {idx[i]}")

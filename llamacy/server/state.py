@@ -174,7 +174,7 @@ def load_engine(state: ServerState) -> None:
     state.embed_ctx = embed_ctx
     state.scheduler = Scheduler(model, ctx, n_parallel=c.n_parallel, n_batch=c.n_batch, n_predict=c.n_predict,
                                 embed_ctx=embed_ctx, grp_attn_n=c.grp_attn_n, grp_attn_w=c.grp_attn_w,
-                                max_queued=c.queue_max, faults=state.faults)
+                                max_queued=c.queue_max, max_n_probs=c.max_n_probs, faults=state.faults)
     if c.system_prompt_file:
         state.set_system_prompt(read_system_prompt_file(c.system_prompt_file))
     log.info("model loaded: %s (%s, n_ctx %d, %d slots of %d)", os.path.basename(path), model.desc, ctx.n_ctx,

@@ -13,11 +13,18 @@ import logging
 from llamacy.engine.context import Context
 from llamacy.engine.model import Model
 from llamacy.engine.sampling import Sampler
-from llamacy.serving.kv_positions import truncate_prompt
 from llamacy.serving.slots import Slot, common_prefix
 from llamacy.serving.tasks import CompletionParams, Task
 
 log = logging.getLogger(__name__)
+
+
+def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
+    """A prompt that does not fit the slot: keep the first ``n_keep`` tokens and drop whole
+    blocks of half the remaining context from the middle (llama.cpp's rule)."""
+    n_block = max((n_ctx - n_keep) // 2, 1)
+    erased_blocks = (len(tokens) - n_keep - n_block) // n_block
+    return tokens[:n_keep] + tokens[n_keep + erased_blocks * n_block:]
 
 
 def choose_slot(slots: list[Slot], p: CompletionParams) -> Slot | None:
@@ -73,6 +80,4 @@ def start_request(slot: Slot, task: Task, *, ctx: Context, model: Model, system_
             n_common = 0
         del slot.cache_tokens[n_common:]
     slot.start(task, sampler, tokens, effective_n_predict(p.n_predict, n_predict_cap), n_keep, truncated)
-    slot.ga_i = 0
-    slot.n_past_se = slot.n_past
     log.debug("slot %d: task %d started, %d prompt tokens, %d cached", slot.id, task.id, len(tokens), n_common)

@@ -1,14 +1,14 @@
-"""The batch loop: admission, continuous batching, embeddings between steps, fault containment.
+"""The scheduler: admission, the generation loop, embeddings between steps, fault containment.
 
 One coroutine on the IOLoop runs the loop. An iteration runs queued engine jobs (slot
-save/restore), ends cancelled requests, admits queued completions into idle slots
-(``admission``), runs at most one embedding batch (``embedding_queue``) and one generation
-step: assemble a Batch (one token for every generating slot, then prompt chunks up to
-n_batch), hand it to the one-thread engine executor (decode + sample every slot, GIL-released
-C calls), then publish each slot's token as text and check stops. While a step is pure
-generation and nothing waits, the engine thread goes straight on to the next step and the
-IOLoop publishes behind it (``_continuation``). Everything that touches the context runs on
-the engine thread or between steps, never beside a decode.
+save/restore), frees what ended, admits queued completions into idle slots (``admission``) and
+hands them to the C generation loop (``engine/generation.pyx``), runs at most one embedding
+batch (``embedding_queue``), then lets the generation loop run on the engine thread — with the
+GIL released — until it runs out of work or is asked to pause because something needs the
+IOLoop's attention (a request to admit, an engine job, an embedding batch, shutdown). While it
+runs, each finished step wakes the IOLoop through an eventfd, and ``publisher`` turns the
+step's token ids into slot updates, text and events: the engine never waits for Python.
+Everything that touches the context runs on the engine thread or between runs, never beside one.
 
 Faults stay in the step that met them: its requests end with an error, its slots' KV is
 cleared, one traceback is logged, and the loop goes on. If steps keep failing, or the loop
@@ -20,20 +20,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from llamacy.engine.context import Batch, Context
+from llamacy.engine.generation import RUN_ERROR, Generator
 from llamacy.engine.model import Model
-from llamacy.engine.sampling import sample_batch
 from llamacy.errors import InvalidRequestError, LlamacyError, NoKvSlotError, QueueFullError, UnavailableError
 from llamacy.serving.admission import choose_slot, start_request
 from llamacy.serving.embedding_queue import EmbeddingQueue
 from llamacy.serving.faults import FaultInjector
-from llamacy.serving.kv_positions import context_shift, self_extend
+from llamacy.serving.publisher import StepPublisher
 from llamacy.serving.slots import Slot, SlotSnapshot, SlotState
-from llamacy.serving.tasks import CANCELLED, CompletionParams, Final, Partial, Task, Timings, TokenProbs
+from llamacy.serving.tasks import CANCELLED, Task
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,6 @@ class Stats:
     n_failed_steps_total: int = 0
 
 
-@dataclass(slots=True)
-class StepPlan:
-    """One generation step: what the batch holds and what to do with its outputs."""
-
-    outputs: list[tuple[Slot, int]]            # (slot, batch index) to sample
-    added: list[tuple[Slot, list[int]]]        # tokens entering each slot's KV
-    meta: list[tuple[int, int] | None]         # per output: (position, tokens allowed after it); None: a prompt's end
-
-
 def _internal_error(exc: BaseException, where: str) -> LlamacyError:
     """What a request is told when a step fails for a reason that is not its own."""
     if isinstance(exc, LlamacyError):
@@ -72,7 +63,7 @@ class Scheduler:
 
     def __init__(self, model: Model, ctx: Context, *, n_parallel: int, n_batch: int, n_predict: int = -1,
                  embed_ctx: Context | None = None, grp_attn_n: int = 1, grp_attn_w: int = 512,
-                 max_queued: int = 1 << 30, faults: FaultInjector | None = None) -> None:
+                 max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -83,11 +74,11 @@ class Scheduler:
         self.embeddings = EmbeddingQueue(embed_ctx) if embed_ctx is not None else None
         if grp_attn_n < 1 or (grp_attn_n > 1 and (grp_attn_w % grp_attn_n or grp_attn_w < grp_attn_n)):
             raise ValueError("--grp-attn-w must be a multiple of --grp-attn-n")
-        self.ga_n, self.ga_w = grp_attn_n, grp_attn_w   # self-extend (group attention); 1 = off
+        self.ga_n = grp_attn_n   # self-extend (group attention); 1 = off
         n_ctx_slot = ctx.n_ctx // n_parallel
         self.slots = [Slot(i, n_ctx_slot) for i in range(n_parallel)]
         self.queue: collections.deque[Task] = collections.deque()   # completions waiting for a slot
-        self.batch = Batch(self.n_batch, 1)
+        self.batch = Batch(self.n_batch, 1)      # the system prompt's
         self.pieces = self.vocab.pieces
         self.is_eog = bytearray(self.vocab.n_vocab)
         for t in self.vocab.eog_tokens():
@@ -95,6 +86,13 @@ class Scheduler:
         self.stats = Stats()
         self.faults = faults
         self.error: str | None = None          # set when the engine is unusable
+        self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.gen = Generator(ctx, n_parallel, self.n_batch, self.pieces, self.vocab.eog_tokens(), ga_n=grp_attn_n,
+                             ga_w=grp_attn_w, max_n_probs=max_n_probs, notify_fd=self._notify_fd)
+        if faults is not None:
+            self.gen.set_fault_hook(self._decode_fault)
+        self.publisher = StepPublisher(self.slots, self.pieces, self.is_eog, self.stats, self._slot_done)
+        self._gen_running = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llamacy-engine")
         self._wake = asyncio.Event()
         self._runner: asyncio.Task | None = None
@@ -110,10 +108,13 @@ class Scheduler:
         return self.slots[0].n_ctx
 
     def start(self) -> None:
-        self._runner = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._notify_fd, self._on_steps)
+        self._runner = loop.create_task(self._run())
 
     async def close(self) -> None:
         self._closing = True
+        self.gen.pause()
         self._wake.set()
         if self._runner is not None:
             # Let the loop end after the step in flight: releasing slots first dropped their
@@ -122,8 +123,10 @@ class Scheduler:
                 await self._runner
             except Exception:
                 log.exception("decode loop failed while closing")
+            asyncio.get_running_loop().remove_reader(self._notify_fd)
         self._end_everything(UnavailableError("server is shutting down"))
         self._executor.shutdown(wait=True)
+        os.close(self._notify_fd)
 
     def check_capacity(self) -> None:
         """Raise the error a new request would get now (shutting down, broken, queue full)."""
@@ -154,6 +157,7 @@ class Scheduler:
         else:
             self.queue.append(task)
         self._wake.set()
+        self._pause_if_needed()
         return task
 
     def cancel(self, task: Task) -> None:
@@ -167,6 +171,8 @@ class Scheduler:
             task.push(CANCELLED)
         elif self.embeddings is not None and self.embeddings.cancel(task):
             pass
+        elif 0 <= task.id_slot < self.n_parallel and self.slots[task.id_slot].task is task:
+            self.gen.cancel(task.id_slot)   # the loop ends it at its next step
         self._wake.set()
 
     def set_system_prompt(self, tokens: list[int]) -> None:
@@ -175,6 +181,7 @@ class Scheduler:
         self.check_system_prompt(tokens)
         self._system_pending = list(tokens)
         self._wake.set()
+        self.gen.pause()
 
     def check_system_prompt(self, tokens: list[int]) -> None:
         if len(tokens) >= self.n_ctx_slot - 4:
@@ -267,6 +274,7 @@ class Scheduler:
         fut = asyncio.get_running_loop().create_future()
         self._engine_jobs.append((fn, args, fut))
         self._wake.set()
+        self.gen.pause()
         return await fut
 
     async def _run_engine_jobs(self, loop) -> None:
@@ -298,6 +306,7 @@ class Scheduler:
     async def _iteration(self, loop) -> bool:
         """One pass of the loop; False when there was nothing to do (wait for a wake-up)."""
         await self._run_engine_jobs(loop)
+        self._release_ended()
         self._reap_cancelled()
         if self._system_pending is not None and not any(slot.is_busy for slot in self.slots):
             await self._apply_system_prompt(loop)
@@ -307,29 +316,121 @@ class Scheduler:
         if self.embeddings is not None and self.embeddings.jobs:
             await self._embedding_step(loop)
             worked = True
-        plan = self._assemble()
-        if plan is not None:
-            await self._generation_step(loop, plan)
+        if self.gen.has_work:
+            await self._generate(loop)
             worked = True
         return worked or bool(self._engine_jobs)
 
-    async def _generation_step(self, loop, plan: StepPlan) -> None:
-        plan, tokens, probs, dt, exc = await loop.run_in_executor(self._executor, self._decode_and_sample, plan, loop)
-        if exc is not None:
-            self._step_failed(plan, exc)
-        else:
-            self._publish_safe(plan, tokens, probs, dt)
+    async def _generate(self, loop) -> None:
+        """Let the C loop run until it pauses, runs dry or fails; its steps are published as they
+        come (``_on_steps``), the last ones here."""
+        self.gen.resume()
+        self._pause_if_needed()
+        self._gen_running = True
+        try:
+            status = await loop.run_in_executor(self._executor, self.gen.run)
+        finally:
+            self._gen_running = False
+        self._drain()
+        if status == RUN_ERROR:
+            exc, seqs = self.gen.failed_step()
+            self._step_failed(seqs, exc)
 
-    def _step_failed(self, plan: StepPlan, exc: BaseException) -> None:
+    def _pause_if_needed(self) -> None:
+        """Ask the running loop to stop after its step when the IOLoop has work it must do
+        between runs: a request that can be admitted now, an embedding batch, an engine job, a
+        system prompt, shutdown."""
+        if ((self.queue and self.n_idle) or (self.embeddings is not None and self.embeddings.jobs)
+                or self._engine_jobs or self._system_pending is not None or self._closing or self.error):
+            self.gen.pause()
+
+    def _on_steps(self) -> None:
+        """The eventfd reader: the loop finished one or more steps."""
+        try:
+            os.eventfd_read(self._notify_fd)
+        except BlockingIOError:
+            pass
+        self._drain()
+
+    def _drain(self) -> None:
+        for seconds, n_prompt, n_generated, n_tokens, split_view, entries in self.gen.drain():
+            if split_view:
+                log.warning("no KV room for a batch of %d tokens: decoded in pieces of at most %d",
+                            n_tokens, split_view)
+            self._publish_safe(seconds, n_prompt, n_generated, entries)
+
+    def _publish_safe(self, seconds: float, n_prompt: int, n_generated: int, entries: list) -> None:
+        """Publish a step; a failure ends that step's requests, not the loop."""
+        try:
+            if self.faults is not None:
+                self.faults.check("publish")
+            self.publisher.apply(seconds, n_prompt, n_generated, entries)
+            self._consecutive_failures = 0
+        except Exception as exc:
+            log.error("publishing a step failed (%d entries)", len(entries), exc_info=exc)
+            self.stats.n_failed_steps_total += 1
+            err = _internal_error(exc, "publishing results")
+            for seq in {e[1] for e in entries}:
+                slot = self.slots[seq]
+                if slot.task is not None:
+                    slot.task.push(err)
+                    slot.kv_suspect = True
+                    self.publisher.finish(slot, notify=False)
+            self._count_failure(err)
+            self._wake.set()
+
+    def _slot_done(self, slot: Slot) -> None:
+        """The publisher ended the slot's request: free the slot, and its sequence in the C loop
+        (or, if the loop still steps it, stop it there and forget its KV: it holds a token more)."""
+        seq = slot.id
+        state = self.gen.state(seq)
+        if state in ("prefill", "active"):
+            if self._gen_running:
+                self.gen.cancel(seq)
+                slot.kv_suspect = True
+            else:
+                self.gen.release(seq, force=True)
+        elif state == "done":
+            self.gen.release(seq)
+        if slot.kv_suspect and not self._gen_running:
+            self._clear_kv(slot)
+        slot.release()
+        self._wake.set()
+        self._pause_if_needed()
+
+    def _clear_kv(self, slot: Slot) -> None:
+        self.ctx.seq_rm(slot.id, -1, -1)
+        slot.cache_tokens = []
+        slot.kv_suspect = False
+
+    def _release_ended(self) -> None:
+        """Between runs: forget the loop's ended sequences of idle slots, clear spoilt KV."""
+        for seq in self.gen.done_seqs():
+            if self.slots[seq].task is None:
+                self.gen.release(seq)
+        for slot in self.slots:
+            if slot.kv_suspect and slot.task is None:
+                self._clear_kv(slot)
+
+    def _decode_fault(self, n_tokens: int) -> int:
+        """Test-only hook before every llama_decode of the C loop (engine thread, GIL held)."""
+        try:
+            self.faults.check("decode", n_tokens)
+        except NoKvSlotError:
+            return 1
+        return 0
+
+    def _step_failed(self, seqs: list[int], exc: BaseException) -> None:
         """A step failed: its requests end with the error, its slots start afresh, the loop goes on."""
-        log.error("generation step failed (%d slots)", len(plan.added), exc_info=exc)
+        log.error("generation step failed (%d slots)", len(seqs), exc_info=exc)
         self.stats.n_failed_steps_total += 1
         err = _internal_error(exc, "the generation step")
-        for slot, _ in plan.added:
+        for seq in seqs:
+            slot = self.slots[seq]
             if slot.task is not None:
                 slot.task.push(err)
             slot.kv_suspect = True
-            self._finish(slot, notify=False)
+            self.publisher.finish(slot, notify=False)
         self._count_failure(err)
 
     def _count_failure(self, err: LlamacyError) -> None:
@@ -349,12 +450,15 @@ class Scheduler:
         for slot in self.slots:
             if slot.task is not None:
                 slot.task.push(exc)
-                slot.task.cancelled = True   # stops a continuation on the engine thread
+                slot.task.cancelled = True
+                self.gen.cancel(slot.id)
         if self.embeddings is not None:
             self.embeddings.fail_all(exc)
+        self.gen.pause()
         self._wake.set()
 
     def _end_everything(self, exc: LlamacyError) -> None:
+        """No run is in flight: end every request with ``exc`` and free every slot."""
         for _, _, fut in self._engine_jobs:
             if not fut.done():
                 fut.set_exception(exc)
@@ -367,7 +471,7 @@ class Scheduler:
         for slot in self.slots:
             if slot.task is not None:
                 slot.task.push(exc)
-                slot.release()
+                self.publisher.finish(slot, notify=False)
 
     async def _apply_system_prompt(self, loop) -> None:
         tokens, self._system_pending = self._system_pending, None
@@ -396,7 +500,7 @@ class Scheduler:
         for start in range(0, len(tokens), self.n_batch):
             self.batch.clear()
             self.batch.add_sequence(tokens[start:start + self.n_batch], start, 0, False)
-            self._decode(0, self.batch.n_tokens)
+            self.ctx.decode(self.batch)
         for slot in self.slots[1:]:
             self.ctx.seq_cp(0, slot.id)
 
@@ -404,10 +508,11 @@ class Scheduler:
         for slot in self.slots:
             if slot.task is not None and slot.task.cancelled:
                 log.info("slot %d: task %d cancelled by client", slot.id, slot.task.id)
-                self._finish(slot, notify=False)
+                self.publisher.finish(slot, notify=False)
 
     def _admit(self) -> None:
-        """Give queued completion tasks a slot (FIFO; a pinned task waits for its slot)."""
+        """Give queued completion tasks a slot (FIFO; a pinned task waits for its slot) and hand
+        them to the generation loop."""
         if not self.queue:
             return
         waiting = collections.deque()
@@ -419,242 +524,17 @@ class Scheduler:
             try:
                 start_request(slot, task, ctx=self.ctx, model=self.model, system_tokens=self.system_tokens,
                               n_predict_cap=self.n_predict_default, reuse_cache=self.ga_n == 1)
+                if not slot.prompt_tokens:   # an empty prompt: nothing to evaluate, an empty result (as llama.cpp)
+                    self.publisher.finish(slot)
+                    continue
+                self.gen.add(slot.id, slot.sampler, slot.prompt_tokens, slot.n_past, slot.n_ctx, slot.n_keep,
+                             slot.n_predict, [s.encode("utf-8") for s in task.params.stop])
             except Exception as exc:
                 if not isinstance(exc, LlamacyError):
                     log.error("starting task %d failed", task.id, exc_info=exc)
                 slot.release()
                 task.push(_internal_error(exc, "starting the request"))
         self.queue = waiting
-
-    def _assemble(self) -> StepPlan | None:
-        """Fill the batch: one token per generating slot, then prompt chunks up to n_batch."""
-        batch = self.batch
-        batch.clear()
-        plan = StepPlan([], [], [])
-        for slot in self.slots:
-            if slot.state != SlotState.GENERATING:
-                continue
-            if slot.n_past + 1 > slot.n_ctx:
-                if self.ga_n > 1:   # self-extend keeps every token: the context is simply full
-                    slot.truncated = True
-                    self._finish(slot, stopped_limit=True)
-                    continue
-                context_shift(self.ctx, slot)
-            tok = slot.pending_token
-            if self.ga_n > 1:
-                pos = self_extend(self.ctx, slot, self.ga_n, self.ga_w)
-                slot.n_past_se += 1
-            else:
-                pos = slot.n_past
-            plan.outputs.append((slot, batch.add(tok, pos, slot.id, True)))
-            plan.added.append((slot, [tok]))
-            plan.meta.append((pos, slot.n_predict - slot.n_decoded - 1 if slot.n_predict >= 0 else 1 << 30))
-        budget = self.n_batch - batch.n_tokens
-        for slot in self.slots:
-            if slot.state != SlotState.PROMPT or budget <= 0:
-                continue
-            start = slot.n_past
-            chunk = slot.prompt_tokens[start:start + budget]
-            pos0 = start
-            if self.ga_n > 1:   # self-extend: never cross a window edge inside one batch
-                pos0 = self_extend(self.ctx, slot, self.ga_n, self.ga_w)
-                chunk = chunk[:slot.ga_i + self.ga_w - pos0]
-                slot.n_past_se += len(chunk)
-            last = start + len(chunk) == len(slot.prompt_tokens)
-            want = last and slot.n_predict != 0
-            idx = batch.add_sequence(chunk, pos0, slot.id, want)
-            budget -= len(chunk)
-            plan.added.append((slot, chunk))
-            if want:
-                plan.outputs.append((slot, idx))
-                plan.meta.append(None)
-        if batch.n_tokens == 0:
-            # prompts fully cached with n_predict == 0 finish without a decode
-            for slot in self.slots:
-                if slot.state == SlotState.PROMPT and slot.n_past >= len(slot.prompt_tokens):
-                    self._finish(slot)
-            return None
-        return plan
-
-    # --- the engine thread's part of a step ----------------------------------------------
-    def _decode(self, start: int, n_tokens: int) -> None:
-        if self.faults is not None:
-            self.faults.check("decode", n_tokens)
-        self.ctx.decode(self.batch, start, n_tokens)
-
-    def _decode_and_sample(self, plan: StepPlan, loop):
-        """Engine thread: decode the batch, sample every output in one call; then, while the
-        step was pure generation and nothing waits for the loop, decode the next step right
-        away (handing this step's results to the IOLoop to publish meanwhile), so the engine
-        never idles for the IOLoop's turnaround. Returns the last step and its results, or the
-        step that failed and its exception."""
-        while True:
-            t0 = time.perf_counter()
-            try:
-                tokens, probs = self._decode_sample_once(plan)
-            except Exception as exc:
-                return plan, None, None, 0.0, exc
-            dt = time.perf_counter() - t0
-            following = self._continuation(plan, tokens)
-            if following is None:
-                return plan, tokens, probs, dt, None
-            loop.call_soon_threadsafe(self._publish_safe, plan, tokens, probs, dt)
-            plan = following
-
-    def _decode_sample_once(self, plan: StepPlan):
-        n = self.batch.n_tokens
-        try:
-            self._decode(0, n)
-            return self._sample(plan.outputs, 0)
-        except NoKvSlotError:
-            if n == 1:
-                raise
-        # No KV room for the whole batch (the memory is as it was): decode it in smaller
-        # pieces, halving until one fits, sampling each piece's outputs before the next.
-        tokens: list[int] = [0] * len(plan.outputs)
-        probs: list = [None] * len(plan.outputs)
-        view, start = max(n // 2, 1), 0
-        while start < n:
-            m = min(view, n - start)
-            try:
-                self._decode(start, m)
-            except NoKvSlotError:
-                if m == 1:
-                    raise
-                view = max(m // 2, 1)
-                continue
-            picked = [k for k, (_, idx) in enumerate(plan.outputs) if start <= idx < start + m]
-            t, p = self._sample([plan.outputs[k] for k in picked], start)
-            for k, tok, pr in zip(picked, t, p):
-                tokens[k], probs[k] = tok, pr
-            start += m
-        log.warning("no KV room for a batch of %d tokens: decoded in pieces of at most %d", n, view)
-        return tokens, probs
-
-    def _sample(self, outputs: list[tuple[Slot, int]], offset: int):
-        probs = [slot.sampler.top_probs(self.ctx, idx - offset, slot.n_probs) if slot.n_probs > 0 else None
-                 for slot, idx in outputs]
-        tokens = sample_batch(self.ctx, [slot.sampler for slot, _ in outputs], [idx - offset for _, idx in outputs])
-        return tokens, probs
-
-    def _continuation(self, plan: StepPlan, tokens: list[int]) -> StepPlan | None:
-        """Engine thread: the next generation step, when it can be decided without the IOLoop —
-        no new work queued, and no output that might end (EOG, last allowed token, a full
-        context, stop strings the text must be checked for, a cancelled client)."""
-        if (not plan.outputs or len(plan.added) != len(plan.outputs) or self.queue or self._engine_jobs
-                or (self.embeddings is not None and self.embeddings.jobs)
-                or self._system_pending is not None or self._closing or self.ga_n > 1):
-            return None
-        is_eog = self.is_eog
-        for (slot, _), tok, m in zip(plan.outputs, tokens, plan.meta):
-            task = slot.task
-            if (m is None or task is None or task.cancelled or tok < 0 or is_eog[tok] or m[1] <= 0
-                    or m[0] + 2 > slot.n_ctx or slot.text.stops):
-                return None
-        batch = self.batch
-        batch.clear()
-        following = StepPlan([], [], [])
-        for (slot, _), tok, (pos, n_left) in zip(plan.outputs, tokens, plan.meta):
-            following.outputs.append((slot, batch.add(tok, pos + 1, slot.id, True)))
-            following.added.append((slot, [tok]))
-            following.meta.append((pos + 1, n_left - 1))
-        return following
-
-    # --- publishing a step's results (IOLoop) --------------------------------------------
-    def _publish_safe(self, plan: StepPlan, tokens: list[int], probs: list, dt: float) -> None:
-        """Publish a step; a failure ends that step's requests, not the loop. (During a
-        continuation the engine thread may be decoding these slots' next step: so their KV is
-        only marked for clearing here, and the slots are released at the next step boundary.)"""
-        try:
-            if self.faults is not None:
-                self.faults.check("publish")
-            self._publish(plan, tokens, probs, dt)
-            self._consecutive_failures = 0
-        except Exception as exc:
-            log.error("publishing a step failed (%d slots)", len(plan.added), exc_info=exc)
-            self.stats.n_failed_steps_total += 1
-            err = _internal_error(exc, "publishing results")
-            for slot, _ in plan.added:
-                slot.kv_suspect = True
-                if slot.task is not None:
-                    slot.task.push(err)
-                    slot.task.cancelled = True   # reaped (and its KV cleared) at the next boundary
-            self._count_failure(err)
-            self._wake.set()
-
-    def _publish(self, plan: StepPlan, tokens: list[int], probs: list, dt: float) -> None:
-        now = time.perf_counter()
-        stats = self.stats
-        n_prompt = 0
-        for slot, toks in plan.added:
-            slot.cache_tokens.extend(toks)
-            if slot.state == SlotState.PROMPT:
-                n_prompt += len(toks)
-                slot.n_prompt_evaluated += len(toks)
-                if slot.n_past >= len(slot.prompt_tokens):
-                    slot.t_prompt_done = now
-                    slot.state = SlotState.GENERATING
-                    if slot.n_predict == 0:
-                        self._finish(slot)
-        n_gen = len(plan.outputs)
-        if n_prompt:
-            stats.n_prompt_tokens_processed_total += n_prompt
-            stats.t_prompt_processing_total += dt * n_prompt / (n_prompt + n_gen)
-        if n_gen:
-            stats.n_tokens_predicted_total += n_gen
-            stats.t_tokens_generation_total += dt * n_gen / (n_prompt + n_gen)
-        pieces, is_eog = self.pieces, self.is_eog
-        for (slot, _), tok, prob in zip(plan.outputs, tokens, probs):
-            if slot.task is None or slot.task.cancelled:
-                continue
-            if tok < 0:   # nothing allowed: a grammar that is complete while EOG is banned
-                self._finish(slot, stopped_eos=True)
-                continue
-            slot.n_decoded += 1
-            if is_eog[tok]:
-                self._finish(slot, stopped_eos=True)
-                continue
-            slot.pending_token = tok
-            piece = pieces[tok]
-            new_text = slot.text.push(piece)
-            if prob is not None:
-                tp = TokenProbs(tok, piece, prob)
-                slot.probs.append(tp)
-                slot.probs_unsent.append(tp)
-            if slot.text.stopping_word:
-                self._finish(slot, stopped_word=True, last_text=new_text)
-            elif 0 <= slot.n_predict <= slot.n_decoded:
-                self._finish(slot, stopped_limit=True, last_text=new_text)
-            elif slot.stream and (new_text or slot.probs_unsent):
-                slot.task.push(Partial(new_text, slot.probs_unsent))
-                slot.probs_unsent = []
-
-    def _finish(self, slot: Slot, *, stopped_eos=False, stopped_limit=False, stopped_word=False,
-                notify=True, last_text: str = "") -> None:
-        """End the slot's request (with its Final event, or CANCELLED when not ``notify``) and
-        free the slot; a slot whose KV a failure may have spoilt starts afresh."""
-        task = slot.task
-        if task is not None and notify:
-            tail = last_text + slot.text.flush()
-            if slot.stream and (tail or slot.probs_unsent):
-                task.push(Partial(tail, slot.probs_unsent))
-            now = time.perf_counter()
-            t_prompt_done = slot.t_prompt_done or now
-            task.push(Final(
-                content=slot.text.text, probs=slot.probs, id_slot=slot.id, stopped_eos=stopped_eos,
-                stopped_limit=stopped_limit, stopped_word=stopped_word, stopping_word=slot.text.stopping_word,
-                tokens_predicted=slot.n_decoded, tokens_evaluated=len(slot.prompt_tokens), tokens_cached=slot.n_past,
-                truncated=slot.truncated,
-                timings=Timings(n_prompt=slot.n_prompt_evaluated, prompt_ms=(t_prompt_done - slot.t_start) * 1e3,
-                                n_predicted=slot.n_decoded, predicted_ms=(now - t_prompt_done) * 1e3)))
-        elif task is not None:
-            task.push(CANCELLED)
-        if slot.kv_suspect:
-            self.ctx.seq_rm(slot.id, -1, -1)
-            slot.cache_tokens = []
-            slot.kv_suspect = False
-        slot.release()
-        self._wake.set()
 
     # --- embeddings ----------------------------------------------------------------------
     async def _embedding_step(self, loop) -> None:

@@ -38,8 +38,6 @@ class Slot:
         self.task: Task | None = None
         self.cache_tokens: list[int] = []
         self.last_used = 0.0
-        self.ga_i = 0          # self-extend: start of the next window to group
-        self.n_past_se = 0     # self-extend: the next (grouped) position
         self.kv_suspect = False  # a failed step may have left the KV unlike cache_tokens: clear it on release
         self._reset_request()
 

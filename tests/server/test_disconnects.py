@@ -123,16 +123,19 @@ def storm(server, n_clients: int, seed: int) -> None:
 
 
 def test_disconnect_storms_leave_nothing_behind(server):
-    for seed in (1, 2, 3):                          # warm-up: the allocator's high-water mark
-        storm(server, 100, seed=seed)
-        settle(server)
-    rss_before = rss_kib(server.proc.pid)
-    for seed in (4, 5, 6):
+    """After each storm every handler has finished and every slot is idle; and RSS levels off:
+    the allocator keeps a high-water mark that depends on how many requests overlapped, so a
+    leak shows as growth that never stops — two storms in a row must each add less than 1 %."""
+    rss = [rss_kib(server.proc.pid)]
+    for seed in range(1, 11):
         storm(server, 100, seed=seed)
         m = settle(server)
-    assert all_slots_idle(server)
-    assert m["llamacy:http_requests_in_flight"] == 0
-    rss_after = rss_kib(server.proc.pid)
-    assert rss_after <= rss_before * 1.05, (rss_before, rss_after)
+        assert m["llamacy:http_requests_in_flight"] == 0
+        assert all_slots_idle(server)
+        rss.append(rss_kib(server.proc.pid))
+        if seed >= 3 and rss[-1] <= rss[-2] * 1.01 and rss[-2] <= rss[-3] * 1.01:
+            break
+    else:
+        raise AssertionError(f"RSS kept growing over 10 storms (KiB after each): {rss}")
     r = server.post("/completion", json={"prompt": "Hi", "n_predict": 4, "temperature": 0})
     assert r.status_code == 200, r.text

@@ -190,6 +190,7 @@ cdef extern from "llama.h" nogil:
     llama_memory_t llama_get_memory(const llama_context * ctx)
     llama_pooling_type llama_get_pooling_type "llama_pooling_type"(const llama_context * ctx)
     void llama_set_n_threads(llama_context * ctx, int32_t n_threads, int32_t n_threads_batch)
+    int32_t llama_n_threads(llama_context * ctx)
     void llama_set_embeddings(llama_context * ctx, bint embeddings)
     void llama_set_causal_attn(llama_context * ctx, bint causal_attn)
     void llama_synchronize(llama_context * ctx)

@@ -1,0 +1,702 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The generation step loop, in C on the engine thread: it never waits for Python.
+
+A ``Generator`` owns the per-sequence state of every request the scheduler hands it (``add``):
+its prompt still to decode, the token it sampled last, its position, how many tokens it may
+still produce, its stop strings, its sampler. ``run()`` (GIL released for its whole length)
+repeats steps until it runs out of work or Python asks it to pause:
+
+  assemble the batch — one token per generating sequence (shifting a full context first, or
+  applying self-extend), then prompt chunks FIFO up to n_batch — decode it (split in halving
+  pieces while llama_decode finds no KV room), sample every output in parallel, and decide in C
+  whether each sequence goes on: end of generation, n_predict reached, a stop string completed
+  (matched on bytes; the text layer cuts the text), nothing allowed, cancelled.
+
+Each step's results go into a ring of step records, and an eventfd wakes the IOLoop, which
+``drain()``s them in bulk and turns token ids into text and events. The loop holds a reference
+to every sampler it may use until the sequence is released, so Python can finish a request
+while the loop runs on.
+"""
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy, memmove, memcmp
+from posix.unistd cimport write, usleep
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from cython.parallel cimport prange
+
+from third_party.ggml.llama cimport *
+from llamacy.engine.context cimport Context, Batch
+from llamacy.engine.sampling cimport Sampler, SamplerCore, sample_core, NO_LOGITS, NOTHING_ALLOWED
+from llamacy.engine.topk cimport TokenProb
+
+from llamacy.errors import DecodeError, LlamacyError
+
+cdef extern from *:
+    """
+    static inline int llamacy_load(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void llamacy_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    """
+    int llamacy_load(const int * p) nogil
+    void llamacy_store(int * p, int v) nogil
+
+cdef enum:
+    # sequence states
+    SEQ_FREE = 0
+    SEQ_PREFILL = 1       # prompt tokens still to decode
+    SEQ_ACTIVE = 2        # generating: ``token`` sampled, to be decoded next step
+    SEQ_DONE = 3          # ended; kept until Python releases it
+    # step record entries
+    E_TOKEN = 0           # (seq, sampled token, token decoded this step or -1, end flags, probs)
+    E_PREFILL = 1         # (seq, prompt tokens decoded this step)
+    E_SHIFT = 2           # (seq, tokens discarded by a context shift after the first n_keep)
+    # end flags of a TOKEN entry (0: the sequence goes on)
+    F_EOG = 1
+    F_LIMIT = 2
+    F_STOP = 4
+    F_NOTHING = 8         # nothing allowed (a completed grammar with EOG banned): no token
+    F_CANCELLED = 16      # no token
+    F_CONTEXT = 32        # self-extend keeps every token: the context is full (no token)
+    F_PROMPT_ONLY = 64    # n_predict 0: the prompt was evaluated, nothing sampled (no token)
+    # run() results
+    R_PAUSED = 0
+    R_IDLE = 1
+    R_ERROR = 2
+    RING = 16             # step records between the loop and the IOLoop
+    PARALLEL_MIN = 4      # outputs in a step from which sampling runs on several threads
+
+ENTRY_TOKEN, ENTRY_PREFILL, ENTRY_SHIFT = E_TOKEN, E_PREFILL, E_SHIFT
+END_EOG, END_LIMIT, END_STOP, END_NOTHING = F_EOG, F_LIMIT, F_STOP, F_NOTHING
+END_CANCELLED, END_CONTEXT, END_PROMPT_ONLY = F_CANCELLED, F_CONTEXT, F_PROMPT_ONLY
+RUN_PAUSED, RUN_IDLE, RUN_ERROR = R_PAUSED, R_IDLE, R_ERROR
+
+
+ctypedef struct GenSeq:
+    int state
+    int cancelled
+    SamplerCore * core        # borrowed: Generator._samplers holds the Sampler
+    llama_token * prompt      # owned copy of the prompt
+    int32_t n_prompt
+    int32_t n_prompt_done     # prompt tokens in the KV (starts at the cached prefix)
+    int64_t order             # FIFO rank among prompts
+    llama_token token         # ACTIVE: the sampled token to decode next
+    int32_t n_past            # tokens in the KV (positions, without self-extend)
+    int32_t n_ctx
+    int32_t n_keep
+    int64_t n_left            # tokens it may still produce (< 0: no limit)
+    bint want_sample          # sample at the prompt's end (n_predict != 0)
+    int32_t ga_i              # self-extend: start of the next window to group
+    int32_t n_past_se         # self-extend: the next (grouped) position
+    char * stops              # owned: the stop strings' bytes, one after another
+    int32_t * stop_len
+    int32_t n_stops
+    int32_t max_stop
+    char * win                # the last max_stop - 1 bytes of the text, then the new piece
+    int32_t win_len
+
+
+ctypedef struct Entry:
+    int32_t kind
+    int32_t seq
+    int32_t value             # TOKEN: the sampled token; PREFILL: tokens decoded; SHIFT: tokens discarded
+    int32_t decoded           # TOKEN: the token decoded this step (-1: the step decoded its prompt's end)
+    int32_t flags
+    int32_t probs_at
+    int32_t n_probs
+
+
+ctypedef struct StepRecord:
+    Entry * entries
+    int32_t n_entries
+    TokenProb * probs
+    int32_t n_probs_used
+    double seconds
+    int32_t n_prompt          # prompt tokens decoded
+    int32_t n_generated       # tokens sampled
+    int32_t n_tokens          # tokens in the step's batch
+    int32_t split_view        # > 0: no KV room for the whole batch, decoded in pieces of at most this
+
+
+cdef double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef class Generator:
+    cdef Context ctx
+    cdef Batch batch
+    cdef llama_context * c_ctx
+    cdef llama_memory_t c_mem
+    cdef int32_t n_seq
+    cdef int32_t n_batch
+    cdef int32_t n_vocab
+    cdef GenSeq * seqs
+    cdef list _samplers
+    cdef object _pieces
+    cdef const char ** piece_ptr
+    cdef int32_t * piece_len
+    cdef int32_t max_piece
+    cdef uint8_t * is_eog
+    cdef int32_t ga_n
+    cdef int32_t ga_w
+    cdef int32_t max_n_probs
+    cdef int64_t next_order
+    cdef StepRecord ring[RING]
+    cdef int head                 # records written (producer: the loop)
+    cdef int tail                 # records drained (consumer: the IOLoop)
+    cdef int pause_flag
+    cdef int notify_fd
+    # one step's outputs
+    cdef int32_t n_out
+    cdef int32_t * out_seq
+    cdef int32_t * out_idx
+    cdef int32_t * out_decoded
+    cdef llama_token * out_tok
+    cdef SamplerCore ** out_core
+    cdef float ** out_rows
+    cdef TokenProb ** out_probs      # each output's n_probs results, in probs_buf
+    cdef TokenProb * probs_buf
+    cdef int32_t * out_n_probs
+    cdef int32_t * in_step        # sequences with tokens in the step's batch (for a failed step)
+    cdef int32_t n_in_step
+    # a failed step
+    cdef int error_rc
+    cdef object error
+    cdef object fault_hook
+    cdef bint has_fault_hook
+
+    def __cinit__(self):
+        self.seqs = NULL
+        self.piece_ptr = NULL
+        self.probs_buf = NULL
+        self.out_probs = NULL
+        self.piece_len = NULL
+        self.is_eog = NULL
+        for i in range(RING):
+            self.ring[i].entries = NULL
+            self.ring[i].probs = NULL
+
+    def __init__(self, Context ctx, int32_t n_seq, int32_t n_batch, pieces, eog_tokens, *, int32_t ga_n=1,
+                 int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1):
+        ctx._check()
+        self.ctx = ctx
+        self.c_ctx = ctx.c_ctx
+        self.c_mem = llama_get_memory(ctx.c_ctx)
+        self.n_seq = n_seq
+        self.n_batch = n_batch
+        self.batch = Batch(max(n_batch, n_seq), 1)
+        self.n_vocab = ctx.n_vocab
+        self.ga_n, self.ga_w = ga_n, ga_w
+        self.max_n_probs = max(max_n_probs, 1)
+        self.notify_fd = notify_fd
+        self._samplers = [None] * n_seq
+        self._pieces = pieces
+        self.seqs = <GenSeq *> calloc(n_seq, sizeof(GenSeq))
+        self.piece_ptr = <const char **> malloc(self.n_vocab * sizeof(void *))
+        self.piece_len = <int32_t *> malloc(self.n_vocab * sizeof(int32_t))
+        self.is_eog = <uint8_t *> calloc(self.n_vocab, 1)
+        self.out_seq = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.out_idx = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.out_decoded = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.out_tok = <llama_token *> malloc(n_seq * sizeof(llama_token))
+        self.out_core = <SamplerCore **> malloc(n_seq * sizeof(void *))
+        self.out_rows = <float **> malloc(n_seq * sizeof(void *))
+        self.out_probs = <TokenProb **> malloc(n_seq * sizeof(void *))
+        self.probs_buf = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
+        self.out_n_probs = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.in_step = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        if (self.seqs == NULL or self.piece_ptr == NULL or self.piece_len == NULL or self.is_eog == NULL
+                or self.out_seq == NULL or self.out_idx == NULL or self.out_decoded == NULL or self.out_tok == NULL
+                or self.out_core == NULL or self.out_rows == NULL or self.out_probs == NULL
+                or self.out_n_probs == NULL or self.in_step == NULL or self.probs_buf == NULL):
+            raise MemoryError()
+        for i in range(n_seq):
+            self.out_probs[i] = &self.probs_buf[i * self.max_n_probs]
+        cdef int32_t t
+        cdef bytes piece
+        self.max_piece = 1
+        for t in range(self.n_vocab):
+            piece = pieces[t]
+            self.piece_ptr[t] = piece
+            self.piece_len[t] = len(piece)
+            self.max_piece = max(self.max_piece, len(piece))
+        for t in eog_tokens:
+            self.is_eog[t] = 1
+        for i in range(RING):
+            self.ring[i].entries = <Entry *> malloc(3 * n_seq * sizeof(Entry))
+            self.ring[i].probs = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
+            if self.ring[i].entries == NULL or self.ring[i].probs == NULL:
+                raise MemoryError()
+        self.fault_hook = None
+        self.has_fault_hook = False
+
+    def __dealloc__(self):
+        cdef int32_t s
+        if self.seqs != NULL:
+            for s in range(self.n_seq):
+                _free_seq(&self.seqs[s])
+            free(self.seqs)
+        free(self.piece_ptr)
+        free(self.piece_len)
+        free(self.is_eog)
+        free(self.out_seq)
+        free(self.out_idx)
+        free(self.out_decoded)
+        free(self.out_tok)
+        free(self.out_core)
+        free(self.out_rows)
+        free(self.out_probs)
+        free(self.probs_buf)
+        free(self.out_n_probs)
+        free(self.in_step)
+        for i in range(RING):
+            free(self.ring[i].entries)
+            free(self.ring[i].probs)
+
+    # --- control (IOLoop thread) ------------------------------------------------------
+    def add(self, int32_t seq, Sampler sampler, prompt, int32_t n_cached, int32_t n_ctx, int32_t n_keep,
+            int64_t n_predict, stops=()):
+        """Hand a request to the loop (only while it is not running): ``prompt`` (all of it, the
+        first ``n_cached`` tokens already in the sequence's KV), the slot's context size,
+        n_keep for context shifts, n_predict (-1: no limit) and its stop strings (bytes)."""
+        self._check_seq(seq)
+        cdef GenSeq * q = &self.seqs[seq]
+        if q.state == SEQ_PREFILL or q.state == SEQ_ACTIVE:
+            raise ValueError(f"sequence {seq} is still running")
+        if sampler.c.n_probs > self.max_n_probs:
+            raise ValueError(f"n_probs {sampler.c.n_probs} is above the loop's {self.max_n_probs}")
+        _free_seq(q)
+        cdef int32_t n = len(prompt), i, at = 0
+        if not 0 <= n_cached < n:
+            raise ValueError("a request needs at least one prompt token to evaluate")
+        q.prompt = <llama_token *> malloc(n * sizeof(llama_token))
+        stop_list = [s for s in stops if len(s) > 0]
+        q.n_stops = len(stop_list)
+        if q.n_stops:
+            q.max_stop = max(len(s) for s in stop_list)
+            q.stops = <char *> malloc(sum(len(s) for s in stop_list))
+            q.stop_len = <int32_t *> malloc(q.n_stops * sizeof(int32_t))
+            q.win = <char *> malloc(q.max_stop + self.max_piece)
+        if q.prompt == NULL or (q.n_stops and (q.stops == NULL or q.stop_len == NULL or q.win == NULL)):
+            _free_seq(q)
+            raise MemoryError()
+        for i in range(n):
+            q.prompt[i] = prompt[i]
+        for i, s in enumerate(stop_list):
+            memcpy(q.stops + at, <const char *> s, len(s))
+            q.stop_len[i] = len(s)
+            at += len(s)
+        q.win_len = 0
+        q.n_prompt = n
+        q.n_prompt_done = n_cached
+        q.n_past = n_cached
+        q.n_past_se = n_cached
+        q.ga_i = 0
+        q.n_ctx = n_ctx
+        q.n_keep = n_keep
+        q.n_left = n_predict
+        q.want_sample = n_predict != 0
+        q.order = self.next_order
+        self.next_order += 1
+        q.core = &sampler.c
+        q.token = -1
+        q.cancelled = 0
+        self._samplers[seq] = sampler
+        llamacy_store(&q.state, SEQ_PREFILL)
+
+    def release(self, int32_t seq, bint force=False) -> None:
+        """Forget an ended sequence and drop its sampler; ``force`` also one that is still
+        prefilling or generating — only while run() is not running."""
+        self._check_seq(seq)
+        cdef GenSeq * q = &self.seqs[seq]
+        if (q.state == SEQ_PREFILL or q.state == SEQ_ACTIVE) and not force:
+            raise ValueError(f"sequence {seq} is still running: cancel it first")
+        llamacy_store(&q.state, SEQ_FREE)
+        _free_seq(q)
+        self._samplers[seq] = None
+
+    def cancel(self, int32_t seq) -> None:
+        """Stop a sequence at the next step (it ends with END_CANCELLED)."""
+        self._check_seq(seq)
+        llamacy_store(&self.seqs[seq].cancelled, 1)
+
+    def pause(self) -> None:
+        """Make run() return after the step in flight (Python needs the context)."""
+        llamacy_store(&self.pause_flag, 1)
+
+    def state(self, int32_t seq) -> str:
+        self._check_seq(seq)
+        return ("free", "prefill", "active", "done")[llamacy_load(&self.seqs[seq].state)]
+
+    @property
+    def has_work(self) -> bool:
+        cdef int32_t s
+        cdef int st
+        for s in range(self.n_seq):
+            st = llamacy_load(&self.seqs[s].state)
+            if st == SEQ_PREFILL or st == SEQ_ACTIVE:
+                return True
+        return False
+
+    def done_seqs(self) -> list:
+        return [s for s in range(self.n_seq) if llamacy_load(&self.seqs[s].state) == SEQ_DONE]
+
+    def set_fault_hook(self, hook) -> None:
+        """Test-only: ``hook(n_tokens)`` runs before every llama_decode; it may raise (the step
+        fails) or return 1 (as if llama_decode found no KV room)."""
+        self.fault_hook = hook
+        self.has_fault_hook = hook is not None
+
+    def failed_step(self):
+        """After run() returned RUN_ERROR: (the exception, the sequences of the failed step)."""
+        exc = self.error
+        if exc is None:
+            exc = DecodeError(f"llama_decode failed with code {self.error_rc}", self.error_rc)
+        return exc, [self.in_step[i] for i in range(self.n_in_step)]
+
+    cdef int _check_seq(self, int32_t seq) except -1:
+        if not 0 <= seq < self.n_seq:
+            raise ValueError(f"sequence {seq} out of range [0, {self.n_seq})")
+        return 0
+
+    # --- the loop (engine thread) -------------------------------------------------------
+    def resume(self) -> None:
+        """Clear a pause request (before run(), when Python has done what it paused for)."""
+        llamacy_store(&self.pause_flag, 0)
+
+    def run(self) -> int:
+        """Run steps — at least one — until paused (RUN_PAUSED: pause() was called), out of work
+        (RUN_IDLE) or failed (RUN_ERROR: failed_step() tells what)."""
+        self.ctx._check()
+        self.error = None
+        cdef int rc
+        with nogil:
+            rc = self._run()
+        return rc
+
+    cdef int _run(self) noexcept nogil:
+        cdef uint64_t one = 1
+        cdef int n
+        cdef StepRecord * rec
+        while True:
+            while self.head - llamacy_load(&self.tail) >= RING:   # the IOLoop is behind: wait for it
+                usleep(50)
+            rec = &self.ring[self.head % RING]
+            n = self._step(rec)
+            if n < 0:
+                return R_ERROR
+            if n == 0:
+                return R_IDLE
+            llamacy_store(&self.head, self.head + 1)
+            if self.notify_fd >= 0:
+                write(self.notify_fd, &one, sizeof(one))
+            if llamacy_load(&self.pause_flag):   # checked after a step: every run makes progress
+                return R_PAUSED
+
+    cdef inline Entry * _entry(self, StepRecord * rec, int32_t kind, int32_t seq, int32_t value, int32_t decoded,
+                               int32_t flags) noexcept nogil:
+        cdef Entry * e = &rec.entries[rec.n_entries]
+        rec.n_entries += 1
+        e.kind, e.seq, e.value, e.decoded, e.flags, e.probs_at, e.n_probs = kind, seq, value, decoded, flags, 0, 0
+        return e
+
+    cdef inline void _add_token(self, llama_token tok, int32_t pos, int32_t seq, bint logits) noexcept nogil:
+        cdef llama_batch * b = &self.batch.c_batch
+        cdef int32_t i = b.n_tokens
+        b.token[i] = tok
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+        b.n_tokens = i + 1
+
+    cdef int _step(self, StepRecord * rec) noexcept nogil:
+        """One step; returns the number of entries written, 0 when there was nothing to do,
+        -1 when the decode failed."""
+        cdef double t0 = _now()
+        cdef int32_t s, pos, n, start, budget, k, n_discard
+        cdef GenSeq * q
+        cdef GenSeq * best
+        cdef int64_t best_order
+        rec.n_entries = 0
+        rec.n_probs_used = 0
+        rec.n_prompt = 0
+        rec.n_generated = 0
+        rec.split_view = 0
+        rec.n_tokens = 0
+        self.batch.c_batch.n_tokens = 0
+        self.n_out = 0
+        self.n_in_step = 0
+        # 1. one token for every generating sequence
+        for s in range(self.n_seq):
+            q = &self.seqs[s]
+            if q.state != SEQ_ACTIVE:
+                continue
+            if llamacy_load(&q.cancelled):
+                self._end(rec, s, F_CANCELLED, -1)
+                continue
+            if q.n_past + 1 > q.n_ctx:
+                if self.ga_n > 1:      # self-extend keeps every token: the context is simply full
+                    self._end(rec, s, F_CONTEXT, -1)
+                    continue
+                n_discard = (q.n_past - q.n_keep) // 2
+                if n_discard < 1:
+                    n_discard = 1
+                llama_memory_seq_rm(self.c_mem, s, q.n_keep, q.n_keep + n_discard)
+                llama_memory_seq_add(self.c_mem, s, q.n_keep + n_discard, q.n_past, -n_discard)
+                q.n_past -= n_discard
+                self._entry(rec, E_SHIFT, s, n_discard, -1, 0)
+            if self.ga_n > 1:
+                pos = self._self_extend(q, s)
+                q.n_past_se += 1
+            else:
+                pos = q.n_past
+            self.out_seq[self.n_out] = s
+            self.out_idx[self.n_out] = self.batch.c_batch.n_tokens
+            self.out_decoded[self.n_out] = q.token
+            self.n_out += 1
+            self.in_step[self.n_in_step] = s
+            self.n_in_step += 1
+            self._add_token(q.token, pos, s, True)
+        # 2. prompt chunks, first come first served, up to n_batch tokens in all
+        budget = self.n_batch - self.batch.c_batch.n_tokens
+        while budget > 0:
+            best = NULL
+            for s in range(self.n_seq):
+                q = &self.seqs[s]
+                if q.state == SEQ_PREFILL and (best == NULL or q.order < best_order):
+                    best, best_order, k = q, q.order, s
+            if best == NULL:
+                break
+            q, s = best, k
+            if llamacy_load(&q.cancelled):
+                self._end(rec, s, F_CANCELLED, -1)
+                continue
+            start = q.n_prompt_done
+            n = q.n_prompt - start
+            if n > budget:
+                n = budget
+            pos = start
+            if self.ga_n > 1:          # self-extend: never cross a window edge inside one batch
+                pos = self._self_extend(q, s)
+                if n > q.ga_i + self.ga_w - pos:
+                    n = q.ga_i + self.ga_w - pos
+                q.n_past_se += n
+            for k in range(n):
+                self._add_token(q.prompt[start + k], pos + k, s,
+                                q.want_sample and start + k == q.n_prompt - 1)
+            self.in_step[self.n_in_step] = s
+            self.n_in_step += 1
+            self._entry(rec, E_PREFILL, s, n, -1, 0)
+            q.n_prompt_done += n
+            q.n_past += n
+            budget -= n
+            rec.n_prompt += n
+            if q.n_prompt_done == q.n_prompt:
+                if q.want_sample:
+                    self.out_seq[self.n_out] = s
+                    self.out_idx[self.n_out] = self.batch.c_batch.n_tokens - 1
+                    self.out_decoded[self.n_out] = -1
+                    self.n_out += 1
+                    q.state = SEQ_ACTIVE   # its first token is sampled below
+                else:
+                    self._end(rec, s, F_PROMPT_ONLY, -1)
+            else:
+                break                  # the batch is full
+        if self.batch.c_batch.n_tokens == 0:
+            rec.seconds = _now() - t0
+            return rec.n_entries
+        # 3. decode and sample
+        rec.n_tokens = self.batch.c_batch.n_tokens
+        if self._decode_and_sample(rec) != 0:
+            for k in range(self.n_in_step):
+                llamacy_store(&self.seqs[self.in_step[k]].state, SEQ_DONE)
+            return -1
+        # 4. what each sequence does next
+        for k in range(self.n_out):
+            self._advance(rec, k)
+        rec.seconds = _now() - t0
+        return rec.n_entries
+
+    cdef void _end(self, StepRecord * rec, int32_t s, int32_t flags, int32_t decoded) noexcept nogil:
+        self._entry(rec, E_TOKEN, s, -1, decoded, flags)
+        llamacy_store(&self.seqs[s].state, SEQ_DONE)
+
+    cdef void _advance(self, StepRecord * rec, int32_t k) noexcept nogil:
+        cdef int32_t s = self.out_seq[k]
+        cdef GenSeq * q = &self.seqs[s]
+        cdef llama_token tok = self.out_tok[k]
+        cdef int32_t flags = 0
+        cdef Entry * e
+        if self.out_decoded[k] >= 0:
+            q.n_past += 1              # the token sampled last step is now in the KV
+        if tok < 0:
+            flags = F_NOTHING
+        else:
+            rec.n_generated += 1
+            if self.is_eog[tok]:
+                flags = F_EOG
+            else:
+                if q.n_left > 0:
+                    q.n_left -= 1
+                    if q.n_left == 0:
+                        flags |= F_LIMIT
+                if q.n_stops and _stop_completed(q, self.piece_ptr[tok], self.piece_len[tok]):
+                    flags |= F_STOP
+        e = self._entry(rec, E_TOKEN, s, tok, self.out_decoded[k], flags)
+        if self.out_n_probs[k] > 0:
+            e.probs_at = rec.n_probs_used
+            e.n_probs = self.out_n_probs[k]
+            memcpy(&rec.probs[rec.n_probs_used], self.out_probs[k], e.n_probs * sizeof(TokenProb))
+            rec.n_probs_used += e.n_probs
+        if flags:
+            llamacy_store(&q.state, SEQ_DONE)
+        else:
+            q.token = tok
+
+    cdef int32_t _self_extend(self, GenSeq * q, int32_t s) noexcept nogil:
+        """Group the oldest window of positions by ga_n once the sequence passes ga_i + ga_w
+        (the KV position divide of self-extend); returns the next position."""
+        cdef int32_t n = self.ga_n, w = self.ga_w, ib, bd, dd
+        while q.n_past_se >= q.ga_i + w:
+            ib = (n * q.ga_i) // w
+            bd = (w // n) * (n - 1)
+            dd = (w // n) - ib * bd - w
+            llama_memory_seq_add(self.c_mem, s, q.ga_i, q.n_past_se, ib * bd)
+            llama_memory_seq_div(self.c_mem, s, q.ga_i + ib * bd, q.ga_i + ib * bd + w, n)
+            llama_memory_seq_add(self.c_mem, s, q.ga_i + ib * bd + w, q.n_past_se + ib * bd, dd)
+            q.n_past_se -= bd
+            q.ga_i += w // n
+        return q.n_past_se
+
+    cdef int _decode(self, int32_t start, int32_t n) noexcept nogil:
+        cdef llama_batch view = self.batch.c_batch
+        cdef int rc = 0
+        if self.has_fault_hook:
+            rc = self._call_fault_hook(n)
+            if rc != 0:
+                return rc
+        view.n_tokens = n
+        view.token = view.token + start
+        view.pos = view.pos + start
+        view.n_seq_id = view.n_seq_id + start
+        view.seq_id = view.seq_id + start
+        view.logits = view.logits + start
+        return llama_decode(self.c_ctx, view)
+
+    cdef int _call_fault_hook(self, int32_t n) noexcept nogil:
+        with gil:
+            try:
+                return int(self.fault_hook(n) or 0)
+            except BaseException as exc:
+                self.error = exc
+                return -100
+
+    cdef int _decode_and_sample(self, StepRecord * rec) noexcept nogil:
+        """Decode the batch — in halving pieces while there is no KV room for it (llama_decode
+        returns 1, leaving the memory as it was) — sampling each piece's outputs before the next."""
+        cdef int32_t n = self.batch.c_batch.n_tokens, start = 0, view = n, m, k, j, n_pick
+        cdef int rc
+        while start < n:
+            m = view if view < n - start else n - start
+            rc = self._decode(start, m)
+            if rc == 1 and m > 1:
+                view = m // 2
+                rec.split_view = view
+                continue
+            if rc != 0:
+                self.error_rc = rc
+                return rc
+            n_pick = 0                 # the outputs inside this piece, resolved in order first
+            for k in range(self.n_out):
+                if start <= self.out_idx[k] < start + m:
+                    self.out_rows[k] = llama_get_logits_ith(self.c_ctx, self.out_idx[k] - start)
+                    self.out_core[k] = self.seqs[self.out_seq[k]].core
+                    n_pick += 1
+                else:
+                    self.out_core[k] = NULL
+            if n_pick >= PARALLEL_MIN:   # as many threads as the decode used: one OpenMP pool, no oversubscription
+                for k in prange(self.n_out, schedule="static", num_threads=llama_n_threads(self.c_ctx)):
+                    if self.out_core[k] != NULL:
+                        self._sample_one(k)
+            elif n_pick > 0:
+                for k in range(self.n_out):
+                    if self.out_core[k] != NULL:
+                        self._sample_one(k)
+            start += m
+        return 0
+
+    cdef void _sample_one(self, int32_t k) noexcept nogil:
+        cdef llama_token tok = sample_core(self.out_core[k], self.out_rows[k], self.out_probs[k],
+                                           &self.out_n_probs[k])
+        self.out_tok[k] = NOTHING_ALLOWED if tok == NO_LOGITS else tok
+
+    # --- results (IOLoop thread) --------------------------------------------------------
+    def drain(self) -> list:
+        """The steps finished since the last drain: [(seconds, n_prompt, n_generated, n_tokens,
+        split_view, entries)], entries as (kind, seq, value, decoded, flags, probs or None);
+        split_view > 0 when the batch of n_tokens had to be decoded in pieces of at most that many."""
+        cdef int tail = self.tail, head = llamacy_load(&self.head), i, j
+        cdef StepRecord * rec
+        cdef Entry * e
+        out = []
+        while tail < head:
+            rec = &self.ring[tail % RING]
+            entries = []
+            for i in range(rec.n_entries):
+                e = &rec.entries[i]
+                probs = None
+                if e.n_probs:
+                    probs = [(rec.probs[e.probs_at + j].token, rec.probs[e.probs_at + j].prob)
+                             for j in range(e.n_probs)]
+                entries.append((e.kind, e.seq, e.value, e.decoded, e.flags, probs))
+            out.append((rec.seconds, rec.n_prompt, rec.n_generated, rec.n_tokens, rec.split_view, entries))
+            tail += 1
+        llamacy_store(&self.tail, tail)
+        return out
+
+    @property
+    def batch_tokens(self) -> int:
+        """Tokens in the last step's batch (its size when it failed)."""
+        return self.batch.c_batch.n_tokens
+
+
+cdef void _free_seq(GenSeq * q) noexcept nogil:
+    free(q.prompt)
+    free(q.stops)
+    free(q.stop_len)
+    free(q.win)
+    q.prompt = NULL
+    q.stops = NULL
+    q.stop_len = NULL
+    q.win = NULL
+    q.n_stops = 0
+    q.core = NULL
+
+
+cdef bint _stop_completed(GenSeq * q, const char * piece, int32_t n) noexcept nogil:
+    """Append a token's bytes to the sequence's window and tell whether a stop string now ends
+    inside them (the window keeps the last max_stop - 1 bytes between tokens)."""
+    cdef int32_t old = q.win_len, total, j, L, at = 0, first, p, keep
+    cdef bint found = False
+    memcpy(q.win + old, piece, n)
+    total = old + n
+    for j in range(q.n_stops):
+        L = q.stop_len[j]
+        first = old - L + 1
+        if first < 0:
+            first = 0
+        p = first
+        while not found and p + L <= total:
+            if memcmp(q.win + p, q.stops + at, L) == 0:
+                found = True
+            p += 1
+        at += L
+        if found:
+            break
+    keep = q.max_stop - 1
+    if keep > total:
+        keep = total
+    memmove(q.win, q.win + total - keep, keep)
+    q.win_len = keep
+    return found
