@@ -103,9 +103,24 @@ def cmake_args(extra: str | None = None) -> list[str]:
     return [*DEFAULT_ARGS, *shlex.split(extra), *REQUIRED_ARGS]
 
 
+def source_override() -> Path | None:
+    """``$LLAMACY_ENGINE_SOURCE``: an unpacked llama.cpp tree to build instead of the sdist's
+    (for machines that reach no index, e.g. a trimmed copy of the pinned sdist's vendor/llama.cpp).
+    It is not hash-checked; its builds are cached under their own key."""
+    src = os.environ.get("LLAMACY_ENGINE_SOURCE")
+    if not src:
+        return None
+    path = Path(src).resolve()
+    if not (path / "CMakeLists.txt").is_file() or not (path / "include" / "llama.h").is_file():
+        raise RuntimeError(f"LLAMACY_ENGINE_SOURCE={src} is not a llama.cpp source tree")
+    return path
+
+
 def config_key(pin: Pin, args: list[str]) -> str:
-    """What identifies a build: the sdist's hash, the options, the compilers named in the environment."""
-    blob = json.dumps({"sdist": pin.sha256, "args": args,
+    """What identifies a build: the sdist's hash (or the source tree given instead), the options,
+    the compilers named in the environment."""
+    src = source_override()
+    blob = json.dumps({"sdist": pin.sha256 if src is None else f"source:{src}", "args": args,
                        "cc": os.environ.get("CC", ""), "cxx": os.environ.get("CXX", ""),
                        "cudacxx": os.environ.get("CUDACXX", "")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -200,13 +215,15 @@ def ensure_engine(extra_args: str | None = None) -> Path:
 def build(pin: Pin, args: list[str], prefix: Path) -> None:
     """Configure, compile and install the engine into ``prefix`` (atomically: a temp dir, then rename)."""
     cmake = _cmake()
-    sdist = fetch_sdist(pin, prefix.parent)
+    src = source_override()
+    sdist = fetch_sdist(pin, prefix.parent) if src is None else None
     work = prefix.parent / f"{prefix.name}.work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     t0 = time.monotonic()
-    _log(f"building the engine ({pin.requirement}) into {prefix}; options: {' '.join(args)}")
-    src = _extract_engine_tree(sdist, work / "src")
+    _log(f"building the engine ({pin.requirement if src is None else src}) into {prefix}; options: {' '.join(args)}")
+    if src is None:
+        src = _extract_engine_tree(sdist, work / "src")
     stage = work / "install"
     jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 1)
     subprocess.run([cmake, "-S", str(src), "-B", str(work / "build"), f"-DCMAKE_INSTALL_PREFIX={stage}", *args],
@@ -217,19 +234,11 @@ def build(pin: Pin, args: list[str], prefix: Path) -> None:
     if missing:
         raise RuntimeError(f"engine build did not install {missing}")
     seconds = time.monotonic() - t0
-    record = {"requirement": pin.requirement, "sdist_sha256": pin.sha256, "cmake_args": args,
+    record = {"requirement": pin.requirement, "sdist_sha256": pin.sha256 if sdist else None,
+              "source": str(src) if sdist is None else None, "cmake_args": args,
               "build_seconds": round(seconds, 1)}
     (stage / "engine.json").write_text(json.dumps(record, indent=2) + "\n")
     shutil.rmtree(prefix, ignore_errors=True)
     os.replace(stage, prefix)
     shutil.rmtree(work, ignore_errors=True)
     _log(f"engine built in {seconds:.0f} s")
-
-
-def engine_files(prefix: Path) -> list[Path]:
-    """What an installed llamacy ships from the engine: the linked libraries (under their
-    SONAME) and every loadable backend module."""
-    lib = prefix / "lib"
-    out = [lib / name for name in LINKED_LIBS]
-    out += sorted(p for p in lib.glob("libggml-*.so") if p.name != "libggml-base.so")
-    return out
