@@ -12,7 +12,9 @@ log = logging.getLogger("llamacy")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llamacy", description="llama.cpp's HTTP server, in Python on libllama.")
+    p = argparse.ArgumentParser(prog="llamacy", description="llama.cpp's HTTP server, in Python on libllama.",
+                                epilog="`llamacy rpc-server --help`: lend this machine's devices to another "
+                                       "llamacy over ggml RPC (see --rpc).")
     g = p.add_argument_group("general")
     g.add_argument("-v", "--verbose", action="store_true", help="verbose output (requests, tokenized prompts, responses)")
     g.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1, help="threads for generation (default: CPU cores)")

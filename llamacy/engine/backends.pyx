@@ -16,7 +16,6 @@ import os
 import re
 import socket
 
-from cpython.pystate cimport PyGILState_Check
 from posix.dlfcn cimport dlopen, dlclose, dlerror, RTLD_NOW, RTLD_LOCAL
 from posix.unistd cimport pause
 
@@ -28,6 +27,9 @@ from llamacy.engine.rpc_endpoint import parse_endpoint
 from llamacy.errors import LlamacyError, ModelLoadError
 
 log = logging.getLogger("llamacy.engine")
+
+cdef extern from "Python.h" nogil:
+    int PyGILState_Check()      # safe without the GIL: it only asks whether this thread holds it
 
 cdef extern from "<dlfcn.h>" nogil:
     ctypedef struct Dl_info:
@@ -50,8 +52,9 @@ def load_backends(path: str | None = None) -> None:
         return
     path = path or ENGINE_DIR
     cdef bytes c_path = os.fsencode(path)
+    cdef const char * c_dir = c_path
     with nogil:
-        ggml_backend_load_all_from_path(c_path)
+        ggml_backend_load_all_from_path(c_dir)
     if ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU) == NULL:
         variants = sorted(f for f in os.listdir(path) if f.startswith("libggml-cpu")) if os.path.isdir(path) else []
         raise LlamacyError(f"no CPU backend could be loaded from {path} (found {variants or 'none'}); "
@@ -216,7 +219,9 @@ def serve_rpc(host: str, port: int, *, cache_dir: str | None = None, n_threads: 
     cdef bytes c_ep = f"{host}:{port}".encode()
     cdef bytes c_cache = os.fsencode(cache_dir) if cache_dir else b""
     cdef const char * ep = c_ep
-    cdef const char * cache = c_cache if cache_dir else NULL
+    cdef const char * cache = NULL
+    if cache_dir:
+        cache = c_cache
     cdef size_t threads = max(1, n_threads)
     with nogil:
         start(ep, cache, threads, n, devs)
