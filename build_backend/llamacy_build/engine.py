@@ -35,10 +35,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PIN_FILE = ROOT / "third_party" / "ggml" / "PIN"
 
-# Always on: the loader in llamacy needs shared libraries and loadable backends.
+# Always on: the loader in llamacy needs shared libraries and loadable backends, each library
+# finding its siblings beside it ($ORIGIN) wherever the package is installed.
 REQUIRED_ARGS = (
     "-DBUILD_SHARED_LIBS=ON",
     "-DGGML_BACKEND_DL=ON",
+    "-DCMAKE_INSTALL_RPATH=$ORIGIN",
 )
 # The default configuration: every x86-64/ARM CPU variant (picked at run time), ggml RPC,
 # and nothing of llama.cpp that llamacy does not load (tools, tests, common, HTTP clients).

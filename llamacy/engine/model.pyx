@@ -53,10 +53,12 @@ _NUMA = {None: GGML_NUMA_STRATEGY_DISABLED, "distribute": GGML_NUMA_STRATEGY_DIS
          "isolate": GGML_NUMA_STRATEGY_ISOLATE, "numactl": GGML_NUMA_STRATEGY_NUMACTL}
 
 
-def init_backend(*, verbose: bool = False, numa: str | None = None) -> None:
-    """Initialise libllama once per process and route its logs into Python logging."""
+def init_backend(*, verbose: bool | None = None, numa: str | None = None) -> None:
+    """Initialise libllama once per process and route its logs into Python logging
+    (``verbose``: forward the engine's info lines too; None keeps the current setting)."""
     global c_backend_ready, c_log_threshold
-    c_log_threshold = GGML_LOG_LEVEL_INFO if verbose else GGML_LOG_LEVEL_WARN
+    if verbose is not None:
+        c_log_threshold = GGML_LOG_LEVEL_INFO if verbose else GGML_LOG_LEVEL_WARN
     if c_backend_ready:
         return
     if numa not in _NUMA:
