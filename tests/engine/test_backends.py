@@ -87,21 +87,38 @@ def test_the_avx_check_finds_avx_where_it_is():
 
 @pytest.fixture(scope="module")
 def baseline_only(tmp_path_factory) -> Path:
-    """A copy of the installed package whose _engine holds only the baseline CPU variant."""
+    """A copy of the installed package whose _engine holds only the baseline CPU variant, plus a
+    libggml-cuda.so that cannot load here (it needs a library this machine lacks, as a real CUDA
+    backend needs libcudart on a machine without CUDA)."""
     root = tmp_path_factory.mktemp("baseline")
     shutil.copytree(PKG, root / "llamacy", ignore=shutil.ignore_patterns("__pycache__", "*.c"))
-    for lib in (root / "llamacy" / "_engine").glob("libggml-cpu-*.so"):
+    engine = root / "llamacy" / "_engine"
+    for lib in engine.glob("libggml-cpu-*.so"):
         if lib.name != "libggml-cpu-x64.so":
             lib.unlink()
+    build = tmp_path_factory.mktemp("fake-cuda")
+    (build / "absent.c").write_text("int llamacy_test_absent(void) { return 1; }\n")
+    (build / "cuda.c").write_text("int llamacy_test_absent(void);\nint ggml_backend_score(void) { return llamacy_test_absent(); }\n")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(build / "libllamacy-test-absent.so"), str(build / "absent.c")],
+                   check=True)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(engine / "libggml-cuda.so"), str(build / "cuda.c"),
+                    f"-L{build}", "-lllamacy-test-absent"], check=True)
     return root
 
 
 def test_baseline_variant_alone_loads_and_serves(server_factory, baseline_only):
-    srv = server_factory("-c", "256", "-t", "1", env={"PYTHONPATH": str(baseline_only)})
+    srv = server_factory("-c", "256", "-t", "1", "-ngl", "99", env={"PYTHONPATH": str(baseline_only)})
     engine = srv.get("/props").json()["engine"]
     assert engine["cpu_variant"] == "x64", engine
     assert not {"AVX", "AVX2", "AVX512"} & set(engine["cpu_features"]), engine
     r = srv.post("/completion", json={"prompt": "The capital of France is", "n_predict": 8, "temperature": 0})
     assert r.status_code == 200, r.text
     assert r.json()["tokens_predicted"] == 8 and r.json()["content"].strip()
-    assert re.search(r"engine: backends .*CPU variant x64", srv.log()), srv.log()[-3000:]
+    log = srv.log()
+    assert re.search(r"engine: backends .*CPU variant x64", log), log[-3000:]
+    # the GPU backend that cannot load here is skipped with its reason, and -ngl falls back to the CPU
+    assert engine["skipped"] == [{"backend": "cuda", "reason": engine["skipped"][0]["reason"]}], engine
+    assert "libllamacy-test-absent.so: cannot open shared object file" in engine["skipped"][0]["reason"]
+    assert re.search(r"engine: cuda backend skipped: libllamacy-test-absent\.so: cannot open", log), log[-3000:]
+    assert re.search(r"WARNING .*-ngl 99: no GPU device", log), log[-3000:]

@@ -93,6 +93,27 @@ def test_two_rpc_servers_and_the_local_cpu_match_a_local_run(server_factory, rpc
         assert re.search(rf"RPC\d+\[{re.escape(s.endpoint)}\] model buffer size\s*=\s*[1-9]", log), log[-5000:]
 
 
+def weight_buffers(log: str) -> dict[str, float]:
+    """MiB of model weights per RPC endpoint, from the engine's load log (-v)."""
+    return {ep: float(mib) for ep, mib in re.findall(r"RPC\d+\[([\d.:]+)\] model buffer size\s*=\s*([\d.]+) MiB", log)}
+
+
+def test_tensor_split_and_main_device_reach_the_model(server_factory, rpc_pair):
+    """-ts / -sm none -mg on two RPC devices: the weights land where the flags say."""
+    a, b = (s.endpoint for s in rpc_pair)
+    # -ts 1,0: every offloaded layer (and the output layer) on the first device, none on the second
+    first_only = server_factory("-c", "256", "-t", "1", "--rpc", f"{a},{b}", "-ngl", "99", "-ts", "1,0", "-v")
+    buf = weight_buffers(first_only.log())
+    first_only.stop()
+    assert set(buf) == {a} and buf[a] > 50, buf
+    second_only = server_factory("-c", "256", "-t", "1", "--rpc", f"{a},{b}", "-ngl", "99", "-sm", "none",
+                                 "-mg", "1", "-v")
+    buf = weight_buffers(second_only.log())
+    r = second_only.post("/completion", json=GREEDY)
+    assert r.status_code == 200 and r.json()["tokens_predicted"] == 24
+    assert set(buf) == {b}, buf
+
+
 def test_a_dead_rpc_server_fails_start_up_clearly():
     port = free_port()      # nothing listens here
     srv = ServerProcess("-c", "256", "--rpc", f"127.0.0.1:{port}", wait=False)
