@@ -166,32 +166,56 @@ cdef ggml_backend_reg_t _rpc_reg() except NULL:
     return reg
 
 
+RPC_HANDSHAKE_S = 15.0
+
+
 def add_rpc_server(endpoint: str, timeout: float = 10.0) -> list:
     """Register the devices of the RPC server at ``endpoint``; returns their names.
 
-    The engine aborts the process when it cannot connect, so reachability is checked here
-    first and a dead server is a clear ``ModelLoadError`` instead.
+    The engine aborts the process when it cannot connect, and waits without limit for the
+    handshake of a server busy with another client (a ggml RPC server serves one client at a
+    time), so reachability is checked here first and the handshake is given RPC_HANDSHAKE_S:
+    either failure is a clear ``ModelLoadError`` instead.
     """
+    import threading
     host, port = parse_endpoint(endpoint)
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
         raise ModelLoadError(f"RPC server {host}:{port} is not reachable: {exc}") from None
-    cdef ggml_backend_reg_t rpc = _rpc_reg()
-    cdef llamacy_rpc_add_server_fn add = <llamacy_rpc_add_server_fn> ggml_backend_reg_get_proc_address(
-        rpc, b"ggml_backend_rpc_add_server")
-    if add == NULL:
-        raise LlamacyError("the RPC backend has no ggml_backend_rpc_add_server")
-    cdef bytes c_ep = f"{host}:{port}".encode()
-    cdef const char * ep = c_ep
-    cdef ggml_backend_reg_t reg
-    with nogil:
-        reg = add(ep)
+    _rpc_reg()
+    result = []
+    worker = threading.Thread(target=_rpc_add_server, args=(f"{host}:{port}", result), daemon=True,
+                              name=f"llamacy-rpc-hello-{host}:{port}")
+    worker.start()
+    worker.join(RPC_HANDSHAKE_S)
+    if worker.is_alive():     # stays blocked in the engine; the process is about to fail start-up
+        raise ModelLoadError(f"RPC server {host}:{port} accepted the connection but did not answer the handshake "
+                             f"within {RPC_HANDSHAKE_S:.0f} s (an RPC server serves one client at a time: is "
+                             "another llamacy using it?)")
+    cdef size_t addr = result[0] if result else 0
+    cdef ggml_backend_reg_t reg = <ggml_backend_reg_t> addr
     if reg == NULL:
         raise ModelLoadError(f"RPC server {host}:{port} offers no devices")
     ggml_backend_register(reg)
     return [ggml_backend_dev_name(ggml_backend_reg_dev_get(reg, i)).decode()
             for i in range(ggml_backend_reg_dev_count(reg))]
+
+
+def _rpc_add_server(str endpoint, list result) -> None:
+    """ggml_backend_rpc_add_server (connect, handshake, count the devices); the registry
+    entry's address goes into ``result``."""
+    cdef ggml_backend_reg_t rpc = _rpc_reg()
+    cdef llamacy_rpc_add_server_fn add = <llamacy_rpc_add_server_fn> ggml_backend_reg_get_proc_address(
+        rpc, b"ggml_backend_rpc_add_server")
+    if add == NULL:
+        raise LlamacyError("the RPC backend has no ggml_backend_rpc_add_server")
+    cdef bytes c_ep = endpoint.encode()
+    cdef const char * ep = c_ep
+    cdef ggml_backend_reg_t reg
+    with nogil:
+        reg = add(ep)
+    result.append(<size_t> reg)
 
 
 def serve_rpc(host: str, port: int, *, cache_dir: str | None = None, n_threads: int = 1) -> None:

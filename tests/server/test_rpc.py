@@ -2,7 +2,7 @@
 
 Two RPC servers plus the local CPU give the same greedy output as a local run; a dead RPC
 server fails start-up clearly; an RPC server killed mid-run makes the in-flight requests fail
-with a 500 naming the cause (the engine cannot continue without the device) and the server
+with a 503 naming the cause (the engine cannot continue without the device) and the server
 exit with code 70 for its supervisor to restart it, instead of hanging.
 """
 from __future__ import annotations
@@ -62,6 +62,13 @@ def rpc_pair():
         s.stop()
 
 
+def start(server_factory, *args: str) -> ServerProcess:
+    """A llamacy server; loading over RPC sends every weight through loopback: wait longer."""
+    srv = server_factory(*args, wait=False)
+    srv.wait_ready(300)
+    return srv
+
+
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     import llamacy
     pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(llamacy.__file__)))
@@ -70,12 +77,12 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def test_two_rpc_servers_and_the_local_cpu_match_a_local_run(server_factory, rpc_pair):
-    local = server_factory("-c", "256", "-t", "1")
+    local = start(server_factory, "-c", "256", "-t", "1")
     want = local.post("/completion", json=GREEDY)
     assert want.status_code == 200, want.text
     local.stop()
     # 30 layers: 20 offloaded, split evenly between the two RPC servers; 10 stay on this CPU
-    split = server_factory("-c", "256", "-t", "1", "--rpc", ",".join(s.endpoint for s in rpc_pair),
+    split = start(server_factory, "-c", "256", "-t", "1", "--rpc", ",".join(s.endpoint for s in rpc_pair),
                            "-ngl", "20", "-ts", "1,1", "-v")
     engine = split.get("/props").json()["engine"]
     rpc_devices = [d for d in engine["devices"] if d["backend"].startswith("RPC")]
@@ -91,6 +98,7 @@ def test_two_rpc_servers_and_the_local_cpu_match_a_local_run(server_factory, rpc
     # the layers really went to the servers: the engine logs each device's weight buffer at load
     for s in rpc_pair:
         assert re.search(rf"RPC\d+\[{re.escape(s.endpoint)}\] model buffer size\s*=\s*[1-9]", log), log[-5000:]
+    split.stop()        # an RPC server serves one client at a time: free them for the next test
 
 
 def weight_buffers(log: str) -> dict[str, float]:
@@ -102,16 +110,35 @@ def test_tensor_split_and_main_device_reach_the_model(server_factory, rpc_pair):
     """-ts / -sm none -mg on two RPC devices: the weights land where the flags say."""
     a, b = (s.endpoint for s in rpc_pair)
     # -ts 1,0: every offloaded layer (and the output layer) on the first device, none on the second
-    first_only = server_factory("-c", "256", "-t", "1", "--rpc", f"{a},{b}", "-ngl", "99", "-ts", "1,0", "-v")
+    first_only = start(server_factory, "-c", "256", "-t", "1", "--rpc", f"{a},{b}", "-ngl", "99", "-ts", "1,0", "-v")
     buf = weight_buffers(first_only.log())
     first_only.stop()
     assert set(buf) == {a} and buf[a] > 50, buf
-    second_only = server_factory("-c", "256", "-t", "1", "--rpc", f"{a},{b}", "-ngl", "99", "-sm", "none",
+    second_only = start(server_factory, "-c", "256", "-t", "1", "--rpc", f"{a},{b}", "-ngl", "99", "-sm", "none",
                                  "-mg", "1", "-v")
     buf = weight_buffers(second_only.log())
     r = second_only.post("/completion", json=GREEDY)
+    second_only.stop()
     assert r.status_code == 200 and r.json()["tokens_predicted"] == 24
     assert set(buf) == {b}, buf
+
+
+def test_a_busy_rpc_server_fails_start_up_clearly(server_factory):
+    """An RPC server serves one client at a time: a second client gets a clear error, not a hang."""
+    rpc = RpcServer()
+    try:
+        first = start(server_factory, "-c", "256", "-t", "1", "--rpc", rpc.endpoint)
+        second = ServerProcess("-c", "256", "--rpc", rpc.endpoint, wait=False)
+        try:
+            assert second.proc.wait(120) == 1
+            assert re.search(rf"failed to load model: RPC server {rpc.endpoint} accepted the connection but did "
+                             r"not answer the handshake within \d+ s", second.log()), second.log()[-3000:]
+        finally:
+            second.stop()
+        assert first.post("/completion", json={"prompt": "Hi", "n_predict": 2}).status_code == 200
+        first.stop()
+    finally:
+        rpc.stop()
 
 
 def test_a_dead_rpc_server_fails_start_up_clearly():
@@ -135,9 +162,10 @@ def test_bad_rpc_endpoints_are_usage_errors(value, needle):
     assert "--rpc" in res.stderr and needle in res.stderr and "Traceback" not in res.stderr
 
 
-def test_rpc_server_killed_mid_run_fails_requests_with_500_and_exits_70():
+def test_rpc_server_killed_mid_run_fails_requests_with_503_and_exits_70():
     rpc = RpcServer()
-    srv = ServerProcess("-c", "1024", "-np", "2", "-t", "1", "--rpc", rpc.endpoint)   # every layer remote
+    srv = ServerProcess("-c", "1024", "-np", "2", "-t", "1", "--rpc", rpc.endpoint, wait=False)   # every layer remote
+    srv.wait_ready(300)
     results: dict = {}
     errors: list = []
 
@@ -165,12 +193,13 @@ def test_rpc_server_killed_mid_run_fails_requests_with_500_and_exits_70():
         events = sse_events_from(lines)
         err = events[-1]
         assert "error" in err, events[-3:]
-        assert err["error"]["code"] == 500
+        assert err["error"]["code"] == 503 and err["error"]["type"] == "unavailable_error"
         assert "engine failed" in err["error"]["message"] and "RPC" in err["error"]["message"], err
+        assert "ggml-rpc.cpp" not in err["error"]["message"]              # no engine source paths
         t.join(120)
         if errors:
             raise errors[0]
-        assert results["status"] == 500, results
+        assert results["status"] == 503, results
         assert "engine failed" in results["body"]["error"]["message"], results
         assert srv.proc.wait(30) == 70
         assert "engine failed" in srv.log()
@@ -207,7 +236,7 @@ def test_rpc_server_cache_dir_receives_weights(tmp_path, server_factory):
     cache = tmp_path / "rpc-cache"
     rpc = RpcServer("--cache", str(cache))
     try:
-        srv = server_factory("-c", "256", "-t", "1", "--rpc", rpc.endpoint)
+        srv = start(server_factory, "-c", "256", "-t", "1", "--rpc", rpc.endpoint)
         assert srv.post("/completion", json={"prompt": "Hi", "n_predict": 2}).status_code == 200
         assert cache.is_dir() and oct(cache.stat().st_mode & 0o777) == "0o700"
         assert any(cache.iterdir()), "large weight tensors are cached by hash"
