@@ -97,7 +97,8 @@ def test_repaired_wheel_installs_without_a_compiler_and_serves(repaired, tmp_pat
     port = free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(bin_dir / "llamacy"), "--port", str(port), "-c", "256", "--log-format", "text"],
+        proc = subprocess.Popen([str(bin_dir / "llamacy"), "-m", default_model_path(), "--port", str(port), "-c", "256",
+                                 "--log-format", "text"],
                                 stdout=log, stderr=subprocess.STDOUT, cwd="/", env={**no_compiler, "PYTHONPATH": ""})
     try:
         url = f"http://127.0.0.1:{port}"

@@ -97,6 +97,7 @@ case "$MODE" in
   pipeline) pipeline ;;
   local)   # the venv's Python (Cython, setuptools, the runtime packages) and the cached CPU engine
     export GPU_CHECK_PYTHON=${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python} && PY=$GPU_CHECK_PYTHON
+    $PY -m pip install -q 'setuptools>=68' wheel 'cython>=3.0,<4'    # what --no-build-isolation needs
     rm -rf "$W/res" "$W/site/llamacy"
     mkdir -p "$W"
     pipeline --cpu-only
