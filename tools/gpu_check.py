@@ -9,7 +9,7 @@ PASS/FAIL/SKIP line per check:
   sm-none-mg       -sm none -mg 1 puts every weight on the second GPU only          (2 GPUs)
   sm-layer-ts      -sm layer -ts 1,1 splits the weights over both GPUs about evenly (2 GPUs)
   sm-layer-greedy  ... and gives the same greedy output as one GPU                  (2 GPUs)
-  ts-uneven        -ts 3,1 puts about three times the weights on CUDA0               (2 GPUs)
+  ts-uneven        -ts 3,1 moves layers from CUDA1 to CUDA0 compared with -ts 1,1   (2 GPUs)
   sm-row           -sm row -ts 1,1 uses the split (row) buffer type and serves     (2 GPUs)
   no-gpu           with no GPU visible (CUDA_VISIBLE_DEVICES=) the same package serves on the
                    CPU and logs the CUDA backend as skipped / without devices
@@ -211,8 +211,10 @@ def main() -> int:
             results["two"] = two.complete()
         finally:
             two.stop()
+        results["buf11"] = buf
         c0, c1 = buf.get("CUDA0", 0), buf.get("CUDA1", 0)
-        return c0 > 0 and c1 > 0 and 0.5 < c0 / c1 < 2, f"buffers {buf}"
+        # the last device also holds the output layer, so even layers give c0 a bit below c1
+        return c0 > 0 and c1 > 0 and 0.4 < c0 / c1 < 2, f"buffers {buf}"
 
     def sm_layer_greedy():
         if "one" not in results or "two" not in results:
@@ -227,8 +229,10 @@ def main() -> int:
             buf = srv.buffers()
         finally:
             srv.stop()
-        c0, c1 = buf.get("CUDA0", 0), buf.get("CUDA1", 0)
-        return c1 > 0 and c0 / c1 > 1.8, f"buffers {buf} (ratio {c0 / c1 if c1 else float('inf'):.2f})"
+        even = results.get("buf11", {})
+        c0, c1, e0, e1 = buf.get("CUDA0", 0), buf.get("CUDA1", 0), even.get("CUDA0", 0), even.get("CUDA1", 0)
+        # 3:1 moves about a quarter of the layers from CUDA1 to CUDA0 compared with 1:1
+        return e0 > 0 and c0 > 1.3 * e0 and 0 < c1 < e1, f"-ts 3,1: {buf}; -ts 1,1: {even}"
 
     def sm_row():
         srv = Server(a.model, "-ngl", "99", "-sm", "row", "-ts", "1,1")
