@@ -1,59 +1,67 @@
-"""Build llamacy's Cython engine bindings against the pinned libllama build.
+"""Build llamacy's Cython engine bindings against the engine built by the build backend.
 
-The engine comes from llama-cpp-python (see pyproject's build requirements and
-third_party/ggml/PIN): its install provides the real headers in ``<site-packages>/include``
-and the shared libraries in ``<site-packages>/llama_cpp/lib``. We compile against those
-headers, link against those libraries, and copy the libraries into ``llamacy/_engine`` with
-an ``$ORIGIN``-relative rpath, so an installed llamacy (or a wheel) needs no llama-cpp-python.
+The engine (libllama, libggml, the loadable ggml backends) is compiled by llamacy's PEP 517
+backend (``build_backend/llamacy_build``) before setuptools runs this file; the backend puts
+its install prefix in ``LLAMACY_ENGINE_PREFIX``. Here we only compile the Cython modules
+against that prefix's headers, link them to its libraries, and copy the libraries and every
+backend module into ``llamacy/_engine`` (``$ORIGIN``-relative rpath), so an installed llamacy
+(or a wheel) stands alone. This file runs no other process.
 """
 from __future__ import annotations
 
-import glob
-import importlib.util
 import os
-import re
 import shutil
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
-ENGINE_MODULES = ["model", "context", "sampling", "generation"]
+ROOT = Path(__file__).resolve().parent
+ENGINE_MODULES = ["model", "context", "sampling", "generation", "backends"]
+# linked by the extensions (under their SONAME); every libggml-<backend>.so beside them is a
+# backend module ggml loads at run time (CPU variants, RPC, CUDA).
+LINKED_LIBS = ("libllama.so.0", "libggml.so.0", "libggml-base.so.0")
 
 
-def engine_dirs() -> tuple[str, str]:
-    """(include dir, library dir) of the installed llama-cpp-python engine build."""
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("llama-cpp-python==0.3.36 must be installed in the build environment")
-    pkg_dir = list(spec.submodule_search_locations)[0]
-    include_dir = os.path.join(os.path.dirname(pkg_dir), "include")
-    lib_dir = os.path.join(pkg_dir, "lib")
-    if not os.path.isfile(os.path.join(include_dir, "llama.h")):
-        raise RuntimeError(f"llama.h not found in {include_dir}")
-    return include_dir, lib_dir
+def engine_prefix() -> Path:
+    """The engine install prefix (include/, lib/) chosen by the build backend."""
+    prefix = os.environ.get("LLAMACY_ENGINE_PREFIX")
+    if not prefix:
+        raise RuntimeError(
+            "LLAMACY_ENGINE_PREFIX is not set: build llamacy with pip (its build backend builds the "
+            "engine), or for an in-place build: LLAMACY_ENGINE_PREFIX=$(PYTHONPATH=build_backend "
+            "python -m llamacy_build) python setup.py build_ext --inplace")
+    path = Path(prefix)
+    if not (path / "include" / "llama.h").is_file():
+        raise RuntimeError(f"{path} is not an engine prefix (no include/llama.h)")
+    return path
 
 
-def engine_libraries(lib_dir: str) -> list[str]:
-    """The engine's shared libraries under their SONAME (libX.so.<major>)."""
-    return sorted(p for p in glob.glob(os.path.join(lib_dir, "lib*.so.*"))
-                  if re.fullmatch(r"lib[\w.-]+?\.so\.\d+", os.path.basename(p)))
+def engine_files(prefix: Path) -> list[Path]:
+    lib = prefix / "lib"
+    modules = sorted(p for p in lib.glob("libggml-*.so") if p.name != "libggml-base.so")
+    return [lib / name for name in LINKED_LIBS] + modules
 
 
 class BuildExtWithEngine(build_ext):
-    """build_ext that also copies the engine's shared libraries into llamacy/_engine."""
+    """build_ext against the engine prefix; also copies its libraries into llamacy/_engine."""
 
     def run(self) -> None:
+        prefix = engine_prefix()
+        for ext in self.extensions:
+            ext.include_dirs.append(str(prefix / "include"))
+            ext.library_dirs.append(str(prefix / "lib"))
         super().run()
-        _, lib_dir = engine_dirs()
-        targets = [os.path.join(self.build_lib, "llamacy", "_engine")]
+        targets = [Path(self.build_lib, "llamacy", "_engine")]
         if self.inplace:
-            targets.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "llamacy", "_engine"))
+            targets.append(ROOT / "llamacy" / "_engine")
         for target in targets:
-            os.makedirs(target, exist_ok=True)
-            for lib in engine_libraries(lib_dir):
-                shutil.copy2(os.path.realpath(lib), os.path.join(target, os.path.basename(lib)))
+            shutil.rmtree(target, ignore_errors=True)    # no backend of another engine build left behind
+            target.mkdir(parents=True)
+            for lib in engine_files(prefix):
+                shutil.copy2(lib.resolve(), target / lib.name)
 
 
 class BuildPyWithWebui(build_py):
@@ -61,18 +69,16 @@ class BuildPyWithWebui(build_py):
 
     def run(self) -> None:
         super().run()
-        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "webui")
-        if os.path.isdir(src):
-            shutil.copytree(src, os.path.join(self.build_lib, "llamacy", "webui"), dirs_exist_ok=True)
+        src = ROOT / "webui"
+        if src.is_dir():
+            shutil.copytree(src, Path(self.build_lib, "llamacy", "webui"), dirs_exist_ok=True)
 
 
-include_dir, lib_dir = engine_dirs()
 extensions = [
     Extension(
         f"llamacy.engine.{name}",
         [f"llamacy/engine/{name}.pyx"],
-        include_dirs=[include_dir, "."],
-        library_dirs=[lib_dir],
+        include_dirs=["."],
         libraries=["llama", "ggml", "ggml-base"],
         runtime_library_dirs=["$ORIGIN/../_engine"],
         extra_compile_args=["-O3", "-fopenmp"],   # OpenMP: samplers of a step run in parallel

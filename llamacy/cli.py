@@ -12,7 +12,9 @@ log = logging.getLogger("llamacy")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llamacy", description="llama.cpp's HTTP server, in Python on libllama.")
+    p = argparse.ArgumentParser(prog="llamacy", description="llama.cpp's HTTP server, in Python on libllama.",
+                                epilog="`llamacy rpc-server --help`: lend this machine's devices to another "
+                                       "llamacy over ggml RPC (see --rpc).")
     g = p.add_argument_group("general")
     g.add_argument("-v", "--verbose", action="store_true", help="verbose output (requests, tokenized prompts, responses)")
     g.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1, help="threads for generation (default: CPU cores)")
@@ -25,9 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-hfr", "--hf-repo", help="Hugging Face model repository")
     g.add_argument("-hff", "--hf-file", help="Hugging Face model file")
     g.add_argument("-a", "--alias", help="model alias returned in API responses")
-    g.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0, help="layers to offload to the GPU")
-    g.add_argument("-mg", "--main-gpu", type=int, default=0, help="GPU for small tensors / whole model")
-    g.add_argument("-ts", "--tensor-split", default="", help="fraction of the model per GPU, e.g. 3,2")
+    g.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=None,
+                   help="layers to offload to the GPUs / RPC servers (default: 0; all layers with --rpc)")
+    g.add_argument("-sm", "--split-mode", choices=["none", "layer", "row"], default="layer",
+                   help="how to split the model across GPUs: none (one GPU, -mg), layer (default), row")
+    g.add_argument("-mg", "--main-gpu", type=int, default=0,
+                   help="the GPU for the whole model with -sm none, for small tensors with -sm row")
+    g.add_argument("-ts", "--tensor-split", default="", help="fraction of the model per device, e.g. 3,2")
+    g.add_argument("--rpc", default="", metavar="SERVERS",
+                   help="comma-separated host:port of `llamacy rpc-server`s to offload layers to")
     g.add_argument("--mlock", action="store_true", help="lock the model in memory")
     g.add_argument("--no-mmap", action="store_true", help="do not memory-map the model")
     g.add_argument("--numa", nargs="?", const="distribute", choices=["distribute", "isolate", "numactl"],
@@ -97,9 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_rpc_servers(p: argparse.ArgumentParser, text: str) -> tuple[str, ...]:
+    from llamacy.engine.rpc_endpoint import parse_endpoint
+    servers = []
+    for item in text.split(","):
+        if item.strip():
+            try:
+                host, port = parse_endpoint(item)
+            except ValueError as exc:
+                p.error(f"--rpc: {exc}")
+            servers.append(f"{host}:{port}")
+    if len(servers) > 16:
+        p.error("--rpc takes at most 16 servers")
+    return tuple(servers)
+
+
 def config_from_args(argv: list[str] | None = None) -> ServerConfig:
     p = build_parser()
     a = p.parse_args(argv)
+    rpc = parse_rpc_servers(p, a.rpc)
+    if a.n_gpu_layers is None:
+        a.n_gpu_layers = 999 if rpc else 0      # --rpc alone: every layer goes to the devices
+    if a.main_gpu < 0:
+        p.error("--main-gpu must be >= 0")
     keys = list(a.api_key)
     if a.api_key_file:
         try:
@@ -125,7 +153,8 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
     return ServerConfig(
         model=a.model, model_url=a.model_url, hf_repo=a.hf_repo, hf_file=a.hf_file, alias=a.alias,
         lora=tuple(a.lora), lora_base=a.lora_base, mmproj=a.mmproj, n_gpu_layers=a.n_gpu_layers,
-        main_gpu=a.main_gpu, tensor_split=split, mlock=a.mlock, no_mmap=a.no_mmap or bool(a.lora), numa=a.numa,
+        split_mode=a.split_mode, main_gpu=a.main_gpu, tensor_split=split, rpc_servers=rpc, mlock=a.mlock,
+        no_mmap=a.no_mmap or bool(a.lora), numa=a.numa,
         n_ctx=a.ctx_size, n_batch=a.batch_size, n_ubatch=a.ubatch_size, n_parallel=a.parallel,
         threads=a.threads, threads_batch=a.threads_batch, threads_http=a.threads_http,
         n_predict=a.n_predict, rope_scaling=a.rope_scaling, rope_freq_base=a.rope_freq_base,
@@ -145,7 +174,11 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = config_from_args(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["rpc-server"]:
+        from llamacy.rpc_server import main as rpc_main
+        return rpc_main(args[1:])
+    config = config_from_args(args)
     from llamacy.logs import setup_logging
     from llamacy.server.app import serve
     setup_logging(config)

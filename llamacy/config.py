@@ -17,8 +17,10 @@ class ServerConfig:
     lora_base: str | None = None
     mmproj: str | None = None
     n_gpu_layers: int = 0
+    split_mode: str = "layer"            # none | layer | row
     main_gpu: int = 0
     tensor_split: tuple[float, ...] = ()
+    rpc_servers: tuple[str, ...] = ()    # host:port of ggml RPC servers
     mlock: bool = False
     no_mmap: bool = False
     numa: str | None = None

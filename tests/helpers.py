@@ -18,6 +18,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http_ready(url: str, proc: subprocess.Popen, log_path: str, timeout: float = 60.0) -> None:
+    """Until ``url``/health answers 200; fails at once if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            with open(log_path, "rb") as f:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{f.read().decode('utf-8', 'replace')}")
+        try:
+            if requests.get(url + "/health", timeout=1, verify=False).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server not ready after {timeout} s")
+
+
+def wait_port_open(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until something accepts TCP connections on 127.0.0.1:port (e.g. an RPC server)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port} after {timeout} s")
+
+
 class ServerProcess:
     """``python -m llamacy`` with the given flags, on 127.0.0.1 and a free port."""
 
@@ -38,18 +68,10 @@ class ServerProcess:
             self.wait_ready()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                r = requests.get(self.url + "/health", timeout=1, verify=False)
-                if r.status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
+        try:
+            wait_http_ready(self.url, self.proc, self.log_path, timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{self.log()}") from None
 
     def log(self) -> str:
         self._log.flush()

@@ -1,8 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Model, Vocab and LoRA adapters: loading a GGUF file through libllama.
 
-Also owns process-wide engine set-up: ``llama_backend_init`` once, and libllama/ggml log
-lines routed into Python's ``logging`` (logger ``llamacy.engine.llama``).
+Also owns process-wide engine set-up: the backends loaded from the package (see backends.pyx),
+``llama_backend_init`` once, and libllama/ggml log lines routed into Python's ``logging``
+(logger ``llamacy.engine.llama``).
 """
 import logging
 import os
@@ -47,19 +48,24 @@ cdef void _log_callback(ggml_log_level level, const char * text, void * user_dat
             pass
 
 
+_SPLIT = {"none": LLAMA_SPLIT_MODE_NONE, "layer": LLAMA_SPLIT_MODE_LAYER, "row": LLAMA_SPLIT_MODE_ROW}
 _NUMA = {None: GGML_NUMA_STRATEGY_DISABLED, "distribute": GGML_NUMA_STRATEGY_DISTRIBUTE,
          "isolate": GGML_NUMA_STRATEGY_ISOLATE, "numactl": GGML_NUMA_STRATEGY_NUMACTL}
 
 
-def init_backend(*, verbose: bool = False, numa: str | None = None) -> None:
-    """Initialise libllama once per process and route its logs into Python logging."""
+def init_backend(*, verbose: bool | None = None, numa: str | None = None) -> None:
+    """Initialise libllama once per process and route its logs into Python logging
+    (``verbose``: forward the engine's info lines too; None keeps the current setting)."""
     global c_backend_ready, c_log_threshold
-    c_log_threshold = GGML_LOG_LEVEL_INFO if verbose else GGML_LOG_LEVEL_WARN
+    if verbose is not None:
+        c_log_threshold = GGML_LOG_LEVEL_INFO if verbose else GGML_LOG_LEVEL_WARN
     if c_backend_ready:
         return
     if numa not in _NUMA:
         raise ValueError(f"unknown NUMA strategy {numa!r}")
     llama_log_set(_log_callback, NULL)
+    from llamacy.engine.backends import load_backends
+    load_backends()     # before llama_backend_init, which would search the cwd for backends
     with nogil:
         llama_backend_init()
     if numa is not None:
@@ -140,15 +146,18 @@ cdef class Model:
         self.c_model = NULL
         self._loras = []
 
-    def __init__(self, path, *, int n_gpu_layers=0, int main_gpu=0, tensor_split=None,
+    def __init__(self, path, *, int n_gpu_layers=0, int main_gpu=0, tensor_split=None, split_mode="layer",
                  bint use_mmap=True, bint use_mlock=False, bint vocab_only=False,
                  bint use_extra_bufts=False):
         init_backend()
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise ModelLoadError(f"model file not found: {self.path}")
+        if split_mode not in _SPLIT:
+            raise ValueError(f"split_mode must be one of {sorted(_SPLIT)}, got {split_mode!r}")
         cdef llama_model_params params = llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        params.split_mode = _SPLIT[split_mode]
         params.main_gpu = main_gpu
         params.vocab_only = vocab_only
         # Weight-repacking buffer types (AMX and friends) are off by default: the pinned

@@ -49,6 +49,7 @@ class PropsHandler(BaseHandler):
                                                                n_predict=st.config.n_predict),
             "total_slots": sch.n_parallel,
             "chat_template": st.chat_template.source if st.chat_template else "",
+            "engine": st.engine_info,     # backends, the CPU variant in use, devices (llamacy's addition)
         })
 
 

@@ -44,6 +44,7 @@ class ServerState:
     in_flight: int = 0                   # handlers between prepare() and on_finish()
     parse_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="llamacy-parse"))
+    engine_info: dict = field(default_factory=dict)   # backends.report(): CPU variant, devices
 
     @property
     def model_name(self) -> str:
@@ -121,7 +122,8 @@ def parse_system_prompt(obj) -> SystemPrompt:
 def load_engine(state: ServerState) -> None:
     """Load the model and create the context (runs on a worker thread at start-up)."""
     from llamacy.engine.context import Context
-    from llamacy.engine.model import Model, init_backend, supports_gpu_offload
+    from llamacy.engine import backends
+    from llamacy.engine.model import Model, init_backend
     from llamacy.download import resolve_model
     from llamacy.models import default_model_path
     from llamacy.serving.scheduler import Scheduler
@@ -129,8 +131,14 @@ def load_engine(state: ServerState) -> None:
 
     c = state.config
     init_backend(verbose=c.verbose, numa=c.numa)
-    if c.n_gpu_layers and not supports_gpu_offload():
-        log.warning("-ngl %d ignored: this engine build has no GPU offload", c.n_gpu_layers)
+    for endpoint in c.rpc_servers:
+        names = backends.add_rpc_server(endpoint)
+        log.info("RPC server %s: devices %s", endpoint, ", ".join(names))
+    state.engine_info = backends.report()
+    log_engine(state.engine_info)
+    if c.n_gpu_layers and not backends.gpu_devices() and not c.rpc_servers:
+        log.warning("-ngl %d: no GPU device on this machine and no --rpc servers; the model runs on the CPU",
+                    c.n_gpu_layers)
     if c.mmproj:
         log.warning("--mmproj %s ignored: multimodal input (image_data) is not supported by llamacy", c.mmproj)
     if c.lora_base:
@@ -140,8 +148,8 @@ def load_engine(state: ServerState) -> None:
         log.warning("--threads-http %d ignored: HTTP runs on one event loop", c.threads_http)
     path = resolve_model(c) or c.model or default_model_path()
     state.model_path = path
-    model = Model(path, n_gpu_layers=c.n_gpu_layers, main_gpu=c.main_gpu, tensor_split=list(c.tensor_split),
-                  use_mmap=not c.no_mmap, use_mlock=c.mlock)
+    model = Model(path, n_gpu_layers=c.n_gpu_layers, split_mode=c.split_mode, main_gpu=c.main_gpu,
+                  tensor_split=list(c.tensor_split), use_mmap=not c.no_mmap, use_mlock=c.mlock)
     for lora in c.lora:
         model.load_lora(lora, 1.0)
     n_ctx = c.n_ctx if c.n_ctx > 0 else model.n_ctx_train
@@ -179,6 +187,15 @@ def load_engine(state: ServerState) -> None:
         state.set_system_prompt(read_system_prompt_file(c.system_prompt_file))
     log.info("model loaded: %s (%s, n_ctx %d, %d slots of %d)", os.path.basename(path), model.desc, ctx.n_ctx,
              c.n_parallel, ctx.n_ctx // c.n_parallel)
+
+
+def log_engine(info: dict) -> None:
+    """One line naming what the engine runs on: the CPU variant, devices, skipped backends."""
+    devs = "; ".join(f"{d['name']} ({d['description']}, {d['type']}, {d['memory_mib']} MiB)" for d in info["devices"])
+    log.info("engine: backends %s; CPU variant %s (%s); devices: %s", ", ".join(info["backends"]),
+             info["cpu_variant"], " ".join(info["cpu_features"]) or "baseline", devs)
+    for skipped in info["skipped"]:
+        log.info("engine: %s backend skipped: %s", skipped["backend"], skipped["reason"])
 
 
 def read_system_prompt_file(path: str) -> dict:

@@ -438,6 +438,11 @@ class Scheduler:
         if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
             self._break(f"{self._consecutive_failures} steps failed in a row; last: {err.message}")
 
+    def break_engine(self, reason: str) -> None:
+        """A fatal engine error (the engine thread that hit it never returns, e.g. a lost RPC
+        server): end every request now and refuse new ones, as after repeated failed steps."""
+        self._break(reason)
+
     def _break(self, reason: str) -> None:
         """The engine is unusable: every request ends with an error now and new ones are
         refused; the loop stops after the step in flight and then frees the slots."""

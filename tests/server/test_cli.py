@@ -1,4 +1,4 @@
-"""The ``llamacy`` command line: every flag of the spec, grouped help, bad values, -ngl on a CPU build."""
+"""The ``llamacy`` command line: every flag of the spec, grouped help, bad values, -ngl without a GPU."""
 from __future__ import annotations
 
 import os
@@ -113,6 +113,14 @@ def test_spec_defaults():
     assert c.threads == (os.cpu_count() or 1) and c.api_keys == () and c.path is None
 
 
+def test_gpu_and_rpc_flags_reach_the_config():
+    c = config_from_args(["-ngl", "12", "-sm", "row", "-mg", "1", "-ts", "3,1", "--rpc", "10.0.0.2:50052,gpu-b:1"])
+    assert (c.n_gpu_layers, c.split_mode, c.main_gpu, c.tensor_split) == (12, "row", 1, (3.0, 1.0))
+    assert c.rpc_servers == ("10.0.0.2:50052", "gpu-b:1")
+    assert config_from_args([]).n_gpu_layers == 0 and config_from_args([]).split_mode == "layer"
+    assert config_from_args(["--rpc", "127.0.0.1:5"]).n_gpu_layers == 999    # --rpc alone offloads every layer
+
+
 def test_api_keys_from_flags_and_file(tmp_path):
     f = tmp_path / "keys"
     f.write_text("k3\n\n  k4  \n")
@@ -131,6 +139,8 @@ def test_api_keys_from_flags_and_file(tmp_path):
     (["--log-format", "xml"], "--log-format"),
     (["--rope-scaling", "cubic"], "--rope-scaling"),
     (["--numa", "everywhere"], "--numa"),
+    (["-sm", "tensor"], "-sm/--split-mode"),
+    (["-mg", "-1"], "--main-gpu"),
     (["--no-such-flag"], "--no-such-flag"),
     (["-c"], "-c/--ctx-size"),
     (["--ssl-key-file", "k.pem"], "--ssl-cert-file"),
@@ -144,10 +154,12 @@ def test_bad_flag_value_exits_2(args, needle):
     assert "Traceback" not in res.stderr
 
 
-def test_ngl_on_cpu_build_warns_and_serves(server_factory):
-    from llamacy.engine.model import supports_gpu_offload
-    if supports_gpu_offload():
-        pytest.skip("this engine build offloads to a GPU")
+def test_ngl_without_a_gpu_warns_and_serves(server_factory):
+    from llamacy.engine.backends import gpu_devices
+    from llamacy.engine.model import init_backend
+    init_backend()
+    if gpu_devices():
+        pytest.skip("this machine has a GPU")
     srv = server_factory("-c", "256", "-t", "1", "-ngl", "99")
     assert srv.get("/health", timeout=10).json()["status"] == "ok"
     r = srv.post("/completion", json={"prompt": "Hi", "n_predict": 2}, timeout=60)

@@ -24,6 +24,10 @@ cdef extern from "ggml.h" nogil:
     ctypedef void (*ggml_log_callback)(ggml_log_level level, const char * text, void * user_data) noexcept
     ctypedef bint (*ggml_abort_callback)(void * data) noexcept
 
+    # called by GGML_ABORT/GGML_ASSERT failures with the message, before abort()
+    ctypedef void (*ggml_abort_callback_t)(const char * error_message) noexcept
+    ggml_abort_callback_t ggml_set_abort_callback(ggml_abort_callback_t callback)
+
 
 cdef extern from "ggml-cpu.h" nogil:
     cdef enum ggml_numa_strategy:

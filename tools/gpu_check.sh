@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# GPU proof for the CUDA build: one engine build (CUDA as a loadable backend + every CPU variant
+# + RPC), then tools/gpu_check.py prints a PASS/FAIL table (-ngl, -mg, -ts, -sm none|layer|row,
+# two GPUs vs one with the same greedy output, the same package serving with no GPU visible).
+#
+#   bash tools/gpu_check.sh prepare    HERE, in the project's root: fills .gpu-check/ (git-ignored,
+#                                      ~15 MB): the pinned sdist's llama.cpp tree trimmed, the
+#                                      wheels the device lacks, the random-weight model maker.
+#   bash tools/gpu_check.sh run [S]    ON THE DEVICE (carry [".gpu-check"]): starts the pipeline
+#                                      detached unless running or done, waits up to S seconds
+#                                      (default 540), prints the table; "NOT FINISHED" means call
+#                                      again at once (the engine build takes ~8 min on 16 cores).
+#   bash tools/gpu_check.sh local      HERE: the same pipeline with the CPU engine from the
+#                                      engine cache and only the checks a machine without a GPU
+#                                      can run (tests this script).
+# Settings: GPU_CHECK_CMAKE_ARGS (default "-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90").
+set -u
+MODE=${1:-run}
+ROOT=$(pwd)
+G=$ROOT/.gpu-check
+W=${GPU_CHECK_WORK:-/tmp/gpu-check}
+SHARED=${GPU_CHECK_SHARED:-$ROOT/../shared/bench}
+PY=${GPU_CHECK_PYTHON:-python3}
+
+prepare() {
+  set -e
+  [ -d .git ] || [ -f .git ] || { echo "run from the project's root"; exit 2; }
+  local exclude; exclude=$(git rev-parse --git-path info/exclude)
+  grep -qx '/.gpu-check/' "$exclude" 2>/dev/null || echo '/.gpu-check/' >> "$exclude"
+  mkdir -p "$G/whl"
+  cp "$SHARED/make_random_gguf.py" "$SHARED/vocab-smollm2.gguf" "$G/"
+  if [ ! -f "$G/llama.cpp.tar.xz" ]; then
+    local T sdist
+    T=$(mktemp -d)
+    sdist=$(ls ~/.cache/llamacy/engine/src/llama_cpp_python-*.tar.gz 2>/dev/null | head -1)
+    if [ -z "$sdist" ]; then
+      python3 -m pip download -q --no-deps --no-binary=:all: -d "$T" "$(grep '==' third_party/ggml/PIN)"
+      sdist=$(ls "$T"/llama_cpp_python-*.tar.gz)
+    fi
+    tar xzf "$sdist" -C "$T" --wildcards '*/vendor/llama.cpp/*'
+    mv "$T"/llama_cpp_python-*/vendor/llama.cpp "$T/llama.cpp"
+    rm -rf "$T"/llama.cpp/{models,docs,tests,benches,media,gguf-py,examples,pocs,skills,conversion,tools,scripts,.devops}
+    tar cJf "$G/llama.cpp.tar.xz" -C "$T" llama.cpp
+    rm -rf "$T"
+  fi
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$G/whl" tornado orjson
+  python3 -m pip download -q --no-deps -d "$G/whl" gguf prometheus-client
+  du -sh "$G"
+}
+
+pipeline() {   # detached; each stage skips what is done; results in $W/res
+  local R=$W/res CPU_ONLY=${1:-}
+  mkdir -p "$R"; echo $$ > "$W/pipeline.pid"
+  log() { echo "[$(date +%T)] $*" >> "$R/pipeline.txt"; }
+  export PYTHONPATH=$W/site PYTHONUNBUFFERED=1
+  [ -n "$CPU_ONLY" ] || [ -d "$W/site/tornado" ] || \
+    $PY -m pip install -q --no-index --no-deps --no-compile --target "$W/site" "$G"/whl/*.whl
+  if [ ! -d "$W/site/llamacy/_engine" ]; then
+    log "engine + llamacy build start"
+    local t0=$SECONDS
+    if [ -z "$CPU_ONLY" ]; then
+      [ -d "$W/src/llama.cpp" ] || { mkdir -p "$W/src" && tar xJf "$G/llama.cpp.tar.xz" -C "$W/src"; }
+      export LLAMACY_ENGINE_SOURCE=$W/src/llama.cpp LLAMACY_ENGINE_CACHE=$W/engine
+      export CMAKE_ARGS=${GPU_CHECK_CMAKE_ARGS:--DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90}
+    fi
+    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) $PY -m pip install --no-build-isolation --no-deps --no-index \
+      --upgrade --target "$W/site" "$ROOT" > "$R/build.log" 2>&1
+    log "build rc=$? in $((SECONDS - t0)) s"
+    [ -d "$W/site/llamacy/_engine" ] || { log "BUILD FAILED"; tail -40 "$R/build.log" >> "$R/pipeline.txt"; touch "$R/DONE"; return 1; }
+    ls "$W/site/llamacy/_engine" >> "$R/pipeline.txt"
+  fi
+  [ -f "$W/smol.gguf" ] || $PY "$G/make_random_gguf.py" "$G/vocab-smollm2.gguf" "$W/smol.gguf.tmp" \
+    576 30 9 3 1536 >> "$R/models.log" 2>&1 && mv "$W/smol.gguf.tmp" "$W/smol.gguf"
+  command -v nvidia-smi > /dev/null && nvidia-smi -L >> "$R/pipeline.txt" 2>&1
+  $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" $CPU_ONLY > "$R/table.txt" 2>&1
+  log "gpu_check rc=$?"
+  touch "$R/DONE"
+}
+
+case "$MODE" in
+  prepare) prepare ;;
+  run)
+    LIMIT=${2:-540}
+    mkdir -p "$W"
+    if ! { [ -f "$W/pipeline.pid" ] && kill -0 "$(cat "$W/pipeline.pid")" 2>/dev/null; } && [ ! -f "$W/res/DONE" ]; then
+      setsid nohup bash "$0" pipeline > "$W/pipeline.out" 2>&1 < /dev/null &
+      sleep 2
+    fi
+    end=$((SECONDS + LIMIT))
+    while [ ! -f "$W/res/DONE" ] && [ $SECONDS -lt $end ]; do sleep 5; done
+    cat "$W/res/pipeline.txt" "$W/res/table.txt" 2>/dev/null
+    [ -n "${OUT:-}" ] && tar czf "$OUT/gpu-check.tar.gz" -C "$W" res 2>/dev/null
+    [ -f "$W/res/DONE" ] && echo FINISHED || echo "NOT FINISHED at $(date +%T): call again now"
+    ;;
+  pipeline) pipeline ;;
+  local)   # the venv's Python (Cython, setuptools, the runtime packages) and the cached CPU engine
+    export GPU_CHECK_PYTHON=${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python} && PY=$GPU_CHECK_PYTHON
+    $PY -m pip install -q 'setuptools>=68' wheel 'cython>=3.0,<4'    # what --no-build-isolation needs
+    rm -rf "$W/res" "$W/site/llamacy"
+    mkdir -p "$W"
+    pipeline --cpu-only
+    cat "$W/res/pipeline.txt" "$W/res/table.txt"
+    grep -q " 0 failed" "$W/res/table.txt"
+    ;;
+  *) echo "usage: $0 prepare|run [SECONDS]|local"; exit 2 ;;
+esac
