@@ -93,10 +93,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str]) -> tuple[subprocess.Popen, int]:
+def start(cmd: list[str], log_path: Path | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(port)], cwd=tempfile.gettempdir(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -152,7 +153,7 @@ async def stream(port: int, body: dict) -> tuple[int, float | None]:
     writer.write(b"POST /completion HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
     await writer.drain()
-    ttft, n = None, 0
+    ttft, n, chunks = None, 0, 0
     buf = b""
     while True:
         chunk = await reader.read(1 << 16)
@@ -164,10 +165,12 @@ async def stream(port: int, body: dict) -> tuple[int, float | None]:
             if not event.startswith(b"data: "):
                 continue
             d = json.loads(event[6:])
-            if ttft is None and d.get("content"):
-                ttft = time.perf_counter() - t0
-            if d.get("stop"):
-                n = d.get("tokens_predicted") or 0
+            if d.get("content"):
+                chunks += 1
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+            if d.get("stop"):   # llama-server's newer streams may carry the count in timings only
+                n = d.get("tokens_predicted") or (d.get("timings") or {}).get("predicted_n") or chunks
     writer.close()
     return n, ttft
 
@@ -186,8 +189,9 @@ async def load(port: int, bodies: list[list[dict]], delays: list[float]) -> dict
             "tokens": tokens}
 
 
-def run_server(cmd: list[str], clients: list[int], workloads: list[str], n_predict: int) -> dict:
-    proc, port = start(cmd)
+def run_server(cmd: list[str], clients: list[int], workloads: list[str], n_predict: int,
+               log_path: Path | None = None) -> dict:
+    proc, port = start(cmd, log_path)
     out = {}
     try:
         warm, wd = requests_for("greedy", 4, 1, 8)
@@ -215,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--llama-bin", default=None, help="directory with llama-server and llama-batched-bench")
     ap.add_argument("--gpu", action="store_true", help="-ngl 99 everywhere")
     ap.add_argument("--threads", "-t", type=int, default=None)
+    ap.add_argument("--log-dir", default=None, help="keep both servers' logs here")
     args = ap.parse_args(argv)
+    logs = Path(args.log_dir) if args.log_dir else None
     sys.path.insert(0, str(ROOT))
     from llamacy.models import default_model_path
     model = args.model or default_model_path()
@@ -231,9 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     limit = batched_bench(bin_dir, model, clients, ["-fa", "on", *(["-ngl", "99"] if args.gpu else []),
                                                     *(["-t", str(args.threads)] if args.threads else [])])
     ref = run_server([str(bin_dir / "llama-server"), *common, "-fa", "on",
-                      *([] if args.gpu else ["--no-repack"])], clients, workloads, args.n_predict)
-    ours = run_server([sys.executable, "-m", "llamacy", *common, "-fa", "--log-disable"], clients, workloads,
-                      args.n_predict)
+                      *([] if args.gpu else ["--no-repack"])], clients, workloads, args.n_predict,
+                     logs / "llama-server.log" if logs else None)
+    ours = run_server([sys.executable, "-m", "llamacy", *common, "-fa", "--log-format", "text"], clients, workloads,
+                      args.n_predict, logs / "llamacy.log" if logs else None)
     print(f"model {os.path.basename(model)}, {slots} slots x {args.ctx_per_slot} context, n_predict {args.n_predict} "
           f"(sampled: {args.n_predict // 2}-{args.n_predict * 2}), flash attention on, "
           f"{time.strftime('%Y-%m-%d')}")

@@ -54,7 +54,7 @@ class Server:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server {' '.join(args)} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+                raise RuntimeError(f"server {' '.join(args)} exited with {self.proc.returncode}:\n{self.log()[-8000:]}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
                     if r.status == 200:
@@ -62,7 +62,7 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"server {' '.join(args)} not ready:\n{self.log()[-3000:]}")
+        raise RuntimeError(f"server {' '.join(args)} not ready:\n{self.log()[-8000:]}")
 
     def log(self) -> str:
         self.log_file.flush()
@@ -124,11 +124,32 @@ class Table:
         return 1 if failed else 0
 
 
+def smoke(model: str, args: list[str]) -> int:
+    """Start one server, ask one completion, print the server's whole log; 0 if it served."""
+    srv = None
+    try:
+        srv = Server(model, *args)
+        print("completion:", repr(srv.complete()))
+        print("engine:", json.dumps(srv.get("/props").get("engine")))
+        return 0
+    except Exception as exc:   # noqa: BLE001 - reported, with the log, as the result
+        print(f"FAILED: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if srv is not None:
+            print(srv.log())
+            srv.stop()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("--cpu-only", action="store_true", help="only the checks a machine without a GPU can run")
+    ap.add_argument("--smoke", nargs=argparse.REMAINDER, default=None,
+                    help="instead: serve once with these flags, one completion, the whole log printed")
     a = ap.parse_args()
+    if a.smoke is not None:
+        return smoke(a.model, a.smoke)
     t = Table()
     gpus: list[dict] = []
 

@@ -43,7 +43,7 @@ prepare() {
     fi
     tar xzf "$sdist" -C "$T" --wildcards '*/vendor/llama.cpp/*'
     mv "$T"/llama_cpp_python-*/vendor/llama.cpp "$T/llama.cpp"
-    rm -rf "$T"/llama.cpp/{models,docs,tests,benches,media,gguf-py,examples,pocs,skills,conversion,scripts,.devops}
+    rm -rf "$T"/llama.cpp/{models,docs,tests,benches,media,gguf-py,examples,pocs,skills,conversion,.devops}
     tar cJf "$G/llama.cpp.tar.xz" -C "$T" llama.cpp
     rm -rf "$T"
   fi
@@ -82,6 +82,22 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
   [ -f "$W/smol.gguf" ] || $PY "$G/make_random_gguf.py" "$G/vocab-smollm2.gguf" "$W/smol.gguf.tmp" \
     576 30 9 3 1536 >> "$R/models.log" 2>&1 && mv "$W/smol.gguf.tmp" "$W/smol.gguf"
   command -v nvidia-smi > /dev/null && nvidia-smi -L >> "$R/pipeline.txt" 2>&1
+  grep -m1 "model name" /proc/cpuinfo >> "$R/pipeline.txt"
+  export PYTHONFAULTHANDLER=1   # a crash leaves its Python stack in the logs
+  if [ -z "$CPU_ONLY" ]; then
+    # smoke: serve once on the CPU; if the best CPU variant fails here, find one that does
+    for v in "" icelake skylakex haswell x64; do
+      if LLAMACY_CPU_VARIANT=$v CUDA_VISIBLE_DEVICES= $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" --smoke \
+          > "$R/smoke-cpu${v:+-$v}.log" 2>&1; then
+        log "smoke on the CPU${v:+ with LLAMACY_CPU_VARIANT=$v}: OK"
+        [ -n "$v" ] && export LLAMACY_CPU_VARIANT=$v
+        break
+      fi
+      log "smoke on the CPU${v:+ with LLAMACY_CPU_VARIANT=$v}: FAILED (res/smoke-cpu${v:+-$v}.log)"
+    done
+    $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" --smoke -ngl 99 > "$R/smoke-gpu.log" 2>&1
+    log "smoke with -ngl 99: rc=$?"
+  fi
   $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" $CPU_ONLY > "$R/table.txt" 2>&1
   log "gpu_check rc=$?"
   if [ -z "$CPU_ONLY" ] && [ "${GPU_BENCH:-1}" = 1 ]; then
@@ -91,7 +107,7 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
     ulimit -n 65536 2>/dev/null
     CUDA_VISIBLE_DEVICES=${GPU_BENCH_DEVICE:-0} $PY "$ROOT/tools/bench_server.py" --llama-bin "$bin" --gpu \
       -m "$W/1b.gguf" --clients "${GPU_BENCH_CLIENTS:-1,8,32,64,128}" --n-predict 128 --slots 128 \
-      --ctx-per-slot 256 > "$R/bench.txt" 2> "$R/bench.err"
+      --ctx-per-slot 256 --log-dir "$R" > "$R/bench.txt" 2> "$R/bench.err"
     log "bench rc=$?"
   fi
   touch "$R/DONE"

@@ -4,7 +4,8 @@
 The engine is built with loadable backends (GGML_BACKEND_DL): ``llamacy/_engine`` holds one
 ``libggml-cpu-<variant>.so`` per CPU variant (x64 baseline, sse42, haswell, skylakex, …),
 ``libggml-rpc.so``, and ``libggml-cuda.so`` where the engine was built with CUDA.
-``load_backends()`` loads them once per process: ggml scores every CPU variant against this
+``load_backends()`` loads them once per process (``LLAMACY_CPU_VARIANT=name`` forces one
+CPU variant, e.g. to rule one out): ggml scores every CPU variant against this
 CPU and loads the best one; a backend that cannot load here (CUDA without a driver) is
 skipped, with the reason kept for ``report()``.
 
@@ -53,8 +54,20 @@ def load_backends(path: str | None = None) -> None:
     path = path or ENGINE_DIR
     cdef bytes c_path = os.fsencode(path)
     cdef const char * c_dir = c_path
-    with nogil:
-        ggml_backend_load_all_from_path(c_dir)
+    cdef bytes c_file
+    forced = os.environ.get("LLAMACY_CPU_VARIANT")
+    if forced:   # this CPU variant instead of the best-scoring one, and every other backend
+        files = sorted(os.listdir(path)) if os.path.isdir(path) else []
+        if f"libggml-cpu-{forced}.so" not in files:
+            raise LlamacyError(f"LLAMACY_CPU_VARIANT={forced}: no libggml-cpu-{forced}.so in {path}")
+        for name in files:
+            if name.startswith("libggml-") and name.endswith(".so") and name != "libggml-base.so" and (
+                    not name.startswith("libggml-cpu-") or name == f"libggml-cpu-{forced}.so"):
+                c_file = os.fsencode(os.path.join(path, name))
+                ggml_backend_load(c_file)
+    else:
+        with nogil:
+            ggml_backend_load_all_from_path(c_dir)
     if ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU) == NULL:
         variants = sorted(f for f in os.listdir(path) if f.startswith("libggml-cpu")) if os.path.isdir(path) else []
         raise LlamacyError(f"no CPU backend could be loaded from {path} (found {variants or 'none'}); "

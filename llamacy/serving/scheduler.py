@@ -404,13 +404,14 @@ class Scheduler:
         slot.kv_suspect = False
 
     def _release_ended(self) -> None:
-        """Between runs: forget the loop's ended sequences of idle slots, clear spoilt KV."""
-        for seq in self.gen.done_seqs():
-            if self.slots[seq].task is None:
-                self.gen.release(seq)
+        """Between runs: forget the loop's sequences of idle slots — ended, or stopped by a cancel
+        the loop paused before seeing — and clear spoilt KV."""
         for slot in self.slots:
-            if slot.kv_suspect and slot.task is None:
-                self._clear_kv(slot)
+            if slot.task is None:
+                if self.gen.state(slot.id) != "free":
+                    self.gen.release(slot.id, force=True)
+                if slot.kv_suspect:
+                    self._clear_kv(slot)
 
     def _decode_fault(self, n_tokens: int) -> int:
         """Test-only hook before every llama_decode of the C loop (engine thread, GIL held)."""

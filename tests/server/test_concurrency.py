@@ -197,3 +197,19 @@ def test_parallel_streams_equal_non_streamed(server, alone):
         assert len({ev["id_slot"] for ev in events}) == 1
     assert len({events[0]["id_slot"] for _, events in outs}) == N_PARALLEL
     assert wait_idle(server, 5)["slots_idle"] == N_PARALLEL
+
+
+SAMPLED = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1,
+           "stop": ["\n\n\n", "User:"]}
+
+
+def test_seeded_sampling_is_the_same_whatever_the_neighbours_do(server):
+    """A seeded, sampled request gives the same text alone and among others sampling in
+    parallel in the same steps (with different seeds, settings and stop strings)."""
+    solo = {seed: complete(server.url, PROMPTS[seed % len(PROMPTS)], seed=seed, **SAMPLED)["content"]
+            for seed in (11, 22)}
+    neighbours = [(PROMPTS[i], {"seed": 100 + i, **SAMPLED, "temperature": 1.2, "n_predict": 40}) for i in range(4)]
+    jobs = [(PROMPTS[seed % len(PROMPTS)], {"seed": seed, **SAMPLED}) for seed in (11, 22)] + neighbours
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        together = list(pool.map(lambda job: complete(server.url, job[0], **job[1])["content"], jobs))
+    assert together[:2] == [solo[11], solo[22]]
