@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("logging")
     g.add_argument("--log-disable", action="store_true", help="disable logging")
     g.add_argument("--log-format", choices=["json", "text"], default="json", help="log format (default: json)")
+    g.add_argument("--log-file", metavar="FILE", help="also append the log to FILE")
     return p
 
 
@@ -148,6 +149,11 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
             p.error(f"--{name.replace('_', '-')} must not be negative")
     if a.reranking and a.pooling not in (None, "rank"):
         p.error(f"--reranking uses rank pooling; it can't go with --pooling {a.pooling}")
+    if a.log_file:
+        try:
+            open(a.log_file, "a", encoding="utf-8").close()
+        except OSError as exc:
+            p.error(f"cannot open --log-file: {exc}")
     if a.ssl_key_file and not a.ssl_cert_file or a.ssl_cert_file and not a.ssl_key_file:
         p.error("--ssl-key-file and --ssl-cert-file go together")
     return ServerConfig(
@@ -170,7 +176,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         log_format=a.log_format, max_body_bytes=a.max_body_size, queue_max=a.queue_max, max_n_probs=a.max_n_probs,
         max_stop_strings=a.max_stop_strings, max_stop_length=a.max_stop_length,
         max_grammar_bytes=a.max_grammar_size, max_schema_depth=a.max_schema_depth,
-        max_embedding_inputs=a.max_embedding_inputs)
+        max_embedding_inputs=a.max_embedding_inputs, log_file=a.log_file)
 
 
 def main(argv: list[str] | None = None) -> int:

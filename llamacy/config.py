@@ -75,3 +75,4 @@ class ServerConfig:
     verbose: bool = False
     log_disable: bool = False
     log_format: str = "json"
+    log_file: str | None = None

@@ -181,6 +181,14 @@ def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int 
     )
 
 
+def effective_n_predict(requested: int, server_limit: int) -> int:
+    """The number of tokens a request may generate: its own ``n_predict``, capped by the
+    server's ``-n`` (-1 on either side means no limit from that side)."""
+    if server_limit < 0:
+        return requested
+    return server_limit if requested < 0 else min(requested, server_limit)
+
+
 def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n_predict: int = -1) -> dict:
     """The spec's generation_settings object (also /props' default_generation_settings)."""
     s = p.sampling if p else SamplingParams()
