@@ -331,9 +331,9 @@ class ToolCallParser:
                 end = _json_end(stripped, 0) if stripped[:1] in ("[", "{") else len(stripped)
                 if end < 0 and not final:
                     return content, calls
-                end = len(stripped) if end < 0 else end
-                body, rest = stripped[:end], stripped[end:]
-                found = self._parse_value(body)
+                end = (len(stripped) if end < 0 else end) + len(buf) - len(stripped)
+                body, rest = buf[:end], buf[end:]
+                found = self._parse_value(body.strip())
             self._inside = False
             self._buf = rest
             if found:
