@@ -235,6 +235,19 @@ def slot_json(snap: SlotSnapshot, *, model: str, n_predict: int) -> dict:
     }
 
 
+def token_pieces(tokens: list[int], pieces: list[bytes]) -> list[dict]:
+    """/tokenize ``with_pieces``: each token as ``{"id", "piece"}``, the piece as text when it is
+    valid UTF-8 on its own, else as its bytes (a token can hold part of a character)."""
+    out = []
+    for token, piece in zip(tokens, pieces):
+        try:
+            text: str | list[int] = piece.decode("utf-8")
+        except UnicodeDecodeError:
+            text = list(piece)
+        out.append({"id": token, "piece": text})
+    return out
+
+
 def _probs_json(vocab_pieces, probs: list[TokenProbs]) -> list[dict]:
     return [{"content": tp.piece.decode("utf-8", "replace"),
              "probs": [{"tok_str": vocab_pieces[t].decode("utf-8", "replace"), "prob": pr} for t, pr in tp.probs]}
