@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamacy.api.chat_template import ChatTemplate
+from llamacy.api.limits import DEFAULT_LIMITS
 from llamacy.api.reasoning import ReasoningSpec, ReasoningSplitter, find_open_tag_at_end, reasoning_spec
 from llamacy.api.tool_calls import (ChatTools, ToolCall, ToolCallFormat, ToolCallParser, detect_tool_format,
                                     generic_tools_prompt, tool_call_grammar)
@@ -37,6 +38,7 @@ class ChatOptions:
     reasoning_format: str = "deepseek"
     enable_thinking: bool = True
     template_kwargs: dict = field(default_factory=dict)
+    max_schema_depth: int = DEFAULT_LIMITS.max_schema_depth   # tool parameter schemas
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def render_chat(template: ChatTemplate, messages: list[dict], options: ChatOptio
     if tools and fmt is not ToolCallFormat.GENERIC:
         extra["tools"] = [t.to_json() for t in tools.callable]
     prompt = template.render(_template_messages(messages, caps, system_text), add_generation_prompt=True, **extra)
-    grammar = tool_call_grammar(tools, fmt) if tools else None
+    grammar = tool_call_grammar(tools, fmt, options.max_schema_depth) if tools else None
     opened = find_open_tag_at_end(prompt)
     if opened and (not options.enable_thinking or grammar):
         # no thinking wanted, or a grammar that must start right away: close the block

@@ -967,15 +967,22 @@ def json_schema_to_grammar(schema: dict | bool, max_depth: int = DEFAULT_LIMITS.
 
 
 def compose_grammar(root: str, schemas: dict[str, Any], primitives: tuple[str, ...] = (),
-                    rules: dict[str, str] | None = None) -> str:
+                    rules: dict[str, str] | None = None, *, field: str = "schema",
+                    max_depth: int = DEFAULT_LIMITS.max_schema_depth) -> str:
     """A grammar whose ``root`` rule body is the GBNF ``root``, in which each key of ``schemas``
     names a rule matching JSON valid against that schema; ``primitives`` (``ws``, ``string``,
     ...) and the extra ``rules`` (name → body) are available to ``root`` too. Schema keys must be
-    distinct and not prefixes of each other's rule names (e.g. ``tool-0``, ``tool-1``)."""
+    distinct and not prefixes of each other's rule names (e.g. ``tool-0``, ``tool-1``). ``field``
+    names the schemas in errors."""
     rules = {"root": root, **(rules or {})}
     for name, schema in schemas.items():
+        check_json_depth(schema, max_depth, field)
         conv = _Converter(schema, root_name=name)
-        conv.convert()
+        try:
+            conv.convert()
+        except RecursionError:
+            raise InvalidRequestError(f"'{field}' is too deeply nested: its $ref chains go deeper than the "
+                                      f"converter allows (nesting is limited to {max_depth} levels)") from None
         for prim in primitives:
             conv.prim(prim)
         for rule, body in conv.rules.items():

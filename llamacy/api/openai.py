@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 from llamacy.api.chat import ChatDelta, ChatMessage, ChatOptions, ChatPrompt, OutputSpec, render_chat
 from llamacy.api.completion import parse_sampling, timings_json, tokenize_prompt
 from llamacy.api.fields import get_bool, get_int, get_str, get_str_list, require_object
+from llamacy.api.limits import DEFAULT_LIMITS
 from llamacy.api.reasoning import REASONING_FORMATS
 from llamacy.api.tool_calls import ChatTools, ToolCall, ToolSpec
 from llamacy.errors import InvalidRequestError
@@ -71,6 +71,7 @@ class ChatDefaults:
 
     reasoning_format: str = "deepseek"
     enable_thinking: bool = True
+    max_schema_depth: int = DEFAULT_LIMITS.max_schema_depth
 
 
 @dataclass
@@ -138,7 +139,8 @@ def chat_options(body: dict, defaults: ChatDefaults) -> ChatOptions:
             raise InvalidRequestError("'chat_template_kwargs.enable_thinking' must be a boolean")
         enable_thinking = kwargs.pop("enable_thinking")
     return ChatOptions(tools=parse_tools(body), reasoning_format=reasoning_format,
-                       enable_thinking=enable_thinking, template_kwargs=kwargs)
+                       enable_thinking=enable_thinking, template_kwargs=kwargs,
+                       max_schema_depth=defaults.max_schema_depth)
 
 
 def chat_prompt(body: Any, chat_template, defaults: ChatDefaults) -> ChatPrompt:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamacy.api.json_schema import compose_grammar
+from llamacy.api.limits import DEFAULT_LIMITS
 from llamacy.errors import InvalidRequestError
 
 __all__ = ["ChatTools", "ToolCall", "ToolCallFormat", "ToolCallParser", "ToolSpec", "detect_tool_format",
@@ -136,7 +137,7 @@ def new_call_id(fmt: ToolCallFormat) -> str:
 
 def generic_tools_prompt(tools: ChatTools) -> str:
     """The system-prompt text that teaches a model without native tool support the GENERIC format."""
-    listing = json.dumps([t.to_json()["function"] for t in tools.callable], ensure_ascii=False, indent=2)
+    listing = "\n".join(json.dumps(t.to_json()["function"], ensure_ascii=False) for t in tools.callable)
     calls = ('{"tool_calls": [{"name": "<tool name>", "arguments": {<arguments>}}, ...]}' if tools.many
              else '{"tool_calls": [{"name": "<tool name>", "arguments": {<arguments>}}]}')
     if tools.forced:
@@ -152,7 +153,8 @@ def _lit(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def tool_call_grammar(tools: ChatTools, fmt: ToolCallFormat) -> str | None:
+def tool_call_grammar(tools: ChatTools, fmt: ToolCallFormat, max_depth: int = DEFAULT_LIMITS.max_schema_depth
+                      ) -> str | None:
     """A grammar for the output when it must be calls (``tools.forced``), or for every
     answer in the GENERIC format; None when the output is free text parsed afterwards.
     Each call's arguments are constrained to that tool's parameter schema."""
@@ -182,7 +184,8 @@ def tool_call_grammar(tools: ChatTools, fmt: ToolCallFormat) -> str | None:
         if not tools.forced:
             response = _lit('{"response": ')
             body = f"{body} | {response} string {_lit('}')}"
-    return compose_grammar(body, schemas, primitives=("string",), rules={"tool-call": " | ".join(alternatives)})
+    return compose_grammar(body, schemas, primitives=("string",), rules={"tool-call": " | ".join(alternatives)},
+                           field="tools[].function.parameters", max_depth=max_depth)
 
 
 # --- parsing ---------------------------------------------------------------------------------

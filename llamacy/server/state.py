@@ -106,7 +106,8 @@ class ServerState:
         """The server's chat settings a request may override (--reasoning-format/-budget)."""
         from llamacy.api.openai import ChatDefaults
         c = self.config
-        return ChatDefaults(reasoning_format=c.reasoning_format, enable_thinking=c.reasoning_budget != 0)
+        return ChatDefaults(reasoning_format=c.reasoning_format, enable_thinking=c.reasoning_budget != 0,
+                            max_schema_depth=c.max_schema_depth)
 
     @property
     def add_bos(self) -> bool:

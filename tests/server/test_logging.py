@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -139,8 +141,6 @@ def test_log_file_gets_the_same_lines(server_factory, tmp_path):
 
 
 def test_log_file_in_a_missing_directory_fails_start_up(tmp_path):
-    import subprocess
-    import sys
     proc = subprocess.run([sys.executable, "-m", "llamacy", "--log-file", str(tmp_path / "no" / "x.log")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2

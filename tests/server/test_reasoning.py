@@ -4,6 +4,8 @@ per-request ``reasoning_format``, ``--reasoning-budget 0`` and ``chat_template_k
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import openai
 import pytest
@@ -107,9 +109,7 @@ def test_server_flags_budget_zero_and_format_none(server_factory):
     assert "reasoning_content" not in r["choices"][0]["message"]
 
 
-def test_reasoning_budget_other_values_are_refused(tmp_path):
-    import subprocess
-    import sys
+def test_reasoning_budget_other_values_are_refused():
     proc = subprocess.run([sys.executable, "-m", "llamacy", "--reasoning-budget", "100"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "--reasoning-budget must be -1" in proc.stderr

@@ -32,6 +32,11 @@ TOOLS = [
     {"type": "function", "function": {"name": "add", "description": "Add two numbers", "parameters": SUM_PARAMS}},
 ]
 SCHEMAS = {"get_weather": WEATHER_PARAMS, "add": SUM_PARAMS}
+DEEP: dict = {"type": "object"}
+_node = DEEP
+for _ in range(80):
+    _node["properties"] = {"x": {"type": "object"}}
+    _node = _node["properties"]["x"]
 ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
 
 
@@ -73,27 +78,30 @@ def stream_calls(client, **kw):
     return content, [calls[i] for i in sorted(calls)], finishes
 
 
-def test_required_returns_calls_whose_arguments_validate(client):
-    r = client.chat.completions.create(model="x", messages=ASK, tools=TOOLS, tool_choice="required",
-                                       temperature=0, max_tokens=200)
-    choice = r.choices[0]
+@pytest.fixture(scope="module")
+def required(client):
+    """One non-streamed answer with tool_choice required (greedy), shared by the tests."""
+    return client.chat.completions.create(model="x", messages=ASK, tools=TOOLS, tool_choice="required",
+                                          temperature=0, max_tokens=120)
+
+
+def test_required_returns_calls_whose_arguments_validate(required):
+    choice = required.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
     check_calls(choice.message.tool_calls)
 
 
-def test_required_streaming_deltas(client):
+def test_required_streaming_deltas(client, required):
     content, calls, finishes = stream_calls(client, messages=ASK, tools=TOOLS, tool_choice="required",
-                                            temperature=0, max_tokens=200)
+                                            temperature=0, max_tokens=120)
     assert finishes == ["tool_calls"]
     assert content == ""
     assert calls and all(c["id"] for c in calls)
     for c in calls:
         jsonschema.validate(json.loads(c["arguments"]), SCHEMAS[c["name"]])
-    full = client.chat.completions.create(model="x", messages=ASK, tools=TOOLS, tool_choice="required",
-                                          temperature=0, max_tokens=200)
     assert [(c["name"], c["arguments"]) for c in calls] == [
-        (t.function.name, t.function.arguments) for t in full.choices[0].message.tool_calls]
+        (t.function.name, t.function.arguments) for t in required.choices[0].message.tool_calls]
 
 
 def test_named_function_is_the_one_called(client):
@@ -107,24 +115,23 @@ def test_named_function_is_the_one_called(client):
 
 def test_parallel_tool_calls_false_gives_one_call(server, client):
     r = client.chat.completions.create(model="x", messages=ASK, tools=TOOLS, tool_choice="required",
-                                       parallel_tool_calls=False, temperature=0.8, seed=3, max_tokens=200)
+                                       parallel_tool_calls=False, temperature=0.8, seed=3, max_tokens=120)
     calls = r.choices[0].message.tool_calls
     assert len(calls) == 1
     check_calls(calls)
 
 
 def test_auto_answers_with_text_or_calls(client):
-    for seed in (1, 2):
-        r = client.chat.completions.create(model="x", messages=ASK, tools=TOOLS, temperature=0.7, seed=seed,
-                                           max_tokens=120)
-        choice = r.choices[0]
-        if choice.message.tool_calls:
-            assert choice.finish_reason == "tool_calls"
-            check_calls(choice.message.tool_calls)
-        else:
-            # the GENERIC answer {"response": "..."} comes back as plain text, without the JSON
-            assert choice.finish_reason in ("stop", "length")
-            assert not (choice.message.content or "").lstrip().startswith('{"response"')
+    r = client.chat.completions.create(model="x", messages=ASK, tools=TOOLS, temperature=0.7, seed=1,
+                                       max_tokens=60)
+    choice = r.choices[0]
+    if choice.message.tool_calls:
+        assert choice.finish_reason == "tool_calls"
+        check_calls(choice.message.tool_calls)
+    else:
+        # the GENERIC answer {"response": "..."} comes back as plain text, without the JSON
+        assert choice.finish_reason in ("stop", "length")
+        assert not (choice.message.content or "").lstrip().startswith('{"response"')
 
 
 def test_none_means_no_tools(server, client):
@@ -160,6 +167,8 @@ def test_history_with_tool_calls_and_results(server, client):
     ({"tools": TOOLS, "tool_choice": "required", "grammar": "root ::= \"x\""}, "can't be combined"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}],
       "tool_choice": "required"}, "'not'"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": DEEP}}], "tool_choice": "required"},
+     "nested more than 64 levels"),
     ({"functions": [{"name": "f"}]}, "use 'tools'"),
     ({"messages": ASK + [{"role": "assistant", "content": "", "tool_calls": [
         {"type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]}, "must be a JSON object"),
@@ -176,7 +185,8 @@ def test_bad_tool_requests_are_400(server, body, message):
 def native(request, server_factory):
     template = {"hermes": HERMES_TEMPLATE, "llama3": LLAMA3_TEMPLATE, "mistral": MISTRAL_TEMPLATE}[request.param]
     srv = server_factory("-c", "2048", "--chat-template", template)
-    return request.param, srv, openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0, timeout=300)
+    yield request.param, srv, openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0, timeout=300)
+    srv.stop()   # one template server at a time
 
 
 def test_native_format_required_streaming_and_not(native):
@@ -184,13 +194,13 @@ def test_native_format_required_streaming_and_not(native):
     prompt = srv.post("/apply-template", json={"messages": ASK, "tools": TOOLS}).json()["prompt"]
     assert '"description": "Current weather in a city"' in prompt and "You can call these tools" not in prompt
     r = client.chat.completions.create(model="x", messages=ASK, tools=TOOLS, tool_choice="required",
-                                       temperature=0, max_tokens=200)
+                                       temperature=0, max_tokens=120)
     assert r.choices[0].finish_reason == "tool_calls"
     check_calls(r.choices[0].message.tool_calls)
     if name == "mistral":
         assert all(len(c.id) == 9 and c.id.isalnum() for c in r.choices[0].message.tool_calls)
     content, calls, finishes = stream_calls(client, messages=ASK, tools=TOOLS, tool_choice="required",
-                                            temperature=0, max_tokens=200)
+                                            temperature=0, max_tokens=120)
     assert finishes == ["tool_calls"] and content == ""
     assert [(c["name"], c["arguments"]) for c in calls] == [
         (t.function.name, t.function.arguments) for t in r.choices[0].message.tool_calls]
