@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--embeddings", "--embedding", action="store_true", help="enable the embedding endpoints")
     g.add_argument("--reranking", "--rerank", action="store_true",
                    help="enable the rerank endpoint (a reranker model; implies --embeddings --pooling rank)")
-    g.add_argument("--chat-template", help="chat template: a Jinja string or a built-in name")
+    g.add_argument("--chat-template",
+                   help="chat template: a Jinja string or one of libllama's built-in names (chatml, llama3, ...)")
     g.add_argument("--reasoning-format", choices=["none", "deepseek"], default="deepseek",
                    help="deepseek: thoughts (<think>...</think>) go to reasoning_content; none: left in content")
     g.add_argument("--reasoning-budget", type=int, default=-1,

@@ -120,7 +120,8 @@ def _check_tool_calls(calls: Any, where: str) -> list[dict]:
         w = f"{where}[{j}]"
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise InvalidRequestError(f"{w} must be {{\"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}")
+            raise InvalidRequestError(
+                f"{w} must be {{\"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}")
         args = _arguments_object(fn.get("arguments", {}), f"{w}.function.arguments")
         out.append({"id": call.get("id") if isinstance(call.get("id"), str) else f"call_{j}", "type": "function",
                     "function": {"name": fn["name"], "arguments": args}})
