@@ -102,14 +102,17 @@ def template_caps(template: ChatTemplate) -> TemplateCaps:
 
 # --- messages → template input ----------------------------------------------------------------
 
-def _arguments_object(arguments: Any, where: str) -> Any:
+def _arguments_object(arguments: Any, where: str) -> dict:
     """Tool-call arguments as templates expect them: an object (OpenAI sends JSON text)."""
+    value = arguments
     if isinstance(arguments, str):
         try:
-            return json.loads(arguments)
+            value = json.loads(arguments)
         except ValueError:
-            raise InvalidRequestError(f"{where} must be a JSON object (as text), got {arguments[:60]!r}") from None
-    return arguments
+            value = None
+    if not isinstance(value, dict):
+        raise InvalidRequestError(f"{where} must be a JSON object (or its JSON text), got {str(arguments)[:60]!r}")
+    return value
 
 
 def _check_tool_calls(calls: Any, where: str) -> list[dict]:

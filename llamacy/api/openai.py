@@ -88,6 +88,7 @@ def parse_tools(body: dict) -> ChatTools | None:
         raise InvalidRequestError("'functions' and 'function_call' are deprecated: use 'tools' and 'tool_choice'")
     raw = body.get("tools")
     choice = body.get("tool_choice")
+    parallel = get_bool(body, "parallel_tool_calls", True)
     if raw is None or raw == []:
         if choice not in (None, "none", "auto"):
             raise InvalidRequestError("'tool_choice' needs 'tools'")
@@ -104,7 +105,8 @@ def parse_tools(body: dict) -> ChatTools | None:
         params = fn.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(params, dict):
             raise InvalidRequestError(f"tools[{i}].function.parameters must be a JSON Schema object")
-        description = fn.get("description") or ""
+        description = fn.get("description")
+        description = "" if description is None else description
         if not isinstance(description, str):
             raise InvalidRequestError(f"tools[{i}].function.description must be a string")
         specs.append(ToolSpec(fn["name"], description, params))
@@ -118,7 +120,6 @@ def parse_tools(body: dict) -> ChatTools | None:
         choice, function = "function", fn["name"]
     elif choice not in ("auto", "none", "required"):
         raise InvalidRequestError(f"'tool_choice' must be auto, none, required or a function, got {str(choice)[:40]!r}")
-    parallel = get_bool(body, "parallel_tool_calls", True)
     if choice == "none":
         return None
     return ChatTools(tuple(specs), choice=choice, function=function, parallel=parallel)
@@ -129,7 +130,8 @@ def chat_options(body: dict, defaults: ChatDefaults) -> ChatOptions:
     reasoning_format = get_str(body, "reasoning_format", defaults.reasoning_format)
     if reasoning_format not in REASONING_FORMATS:
         raise InvalidRequestError(f"'reasoning_format' must be one of {', '.join(REASONING_FORMATS)}")
-    kwargs = body.get("chat_template_kwargs") or {}
+    kwargs = body.get("chat_template_kwargs")
+    kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, dict):
         raise InvalidRequestError("'chat_template_kwargs' must be an object")
     kwargs = {k: v for k, v in kwargs.items() if k not in ("messages", "tools", "add_generation_prompt")}

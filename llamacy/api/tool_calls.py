@@ -214,6 +214,12 @@ def _json_end(text: str, start: int) -> int:
     return -1
 
 
+def _clean(text: str) -> str:
+    """``text`` with surrogates paired up, and any left alone replaced by U+FFFD: JSON's
+    ``\\uXXXX`` escapes can spell lone surrogates, which are not valid UTF-8."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _call_from_json(obj: Any, names: frozenset[str], fmt: ToolCallFormat) -> ToolCall | None:
     """A ToolCall from ``{"name", "arguments"|"parameters"}`` (also wrapped in ``"function"``),
     or None when ``obj`` is not a call of a known tool."""
@@ -230,7 +236,7 @@ def _call_from_json(obj: Any, names: frozenset[str], fmt: ToolCallFormat) -> Too
     if not isinstance(args, dict):
         return None
     call_id = obj.get("id") if isinstance(obj.get("id"), str) and obj.get("id") else new_call_id(fmt)
-    return ToolCall(name=obj["name"], arguments=json.dumps(args, ensure_ascii=False), id=call_id)
+    return ToolCall(name=obj["name"], arguments=_clean(json.dumps(args, ensure_ascii=False)), id=_clean(call_id))
 
 
 def _partial_suffix(text: str, marker: str) -> int:
@@ -243,6 +249,14 @@ def _partial_suffix(text: str, marker: str) -> int:
 _GENERIC_RESPONSE = re.compile(r'\s*\{\s*"response"\s*:\s*"')
 
 
+def _decode_json_string(body: str) -> str:
+    """A JSON string body as text; one the model got wrong (a bad escape) is kept as written."""
+    try:
+        return _clean(json.loads('"' + body + '"'))
+    except ValueError:
+        return _clean(body)
+
+
 def _json_string_prefix(raw: str) -> tuple[str, int, bool]:
     """Decode the start of a JSON string body: (text, characters consumed, closed). Stops
     before an escape that has not fully arrived."""
@@ -250,24 +264,28 @@ def _json_string_prefix(raw: str) -> tuple[str, int, bool]:
     while i < n:
         ch = raw[i]
         if ch == '"':
-            return json.loads('"' + raw[:i] + '"'), i + 1, True
+            return _decode_json_string(raw[:i]), i + 1, True
         if ch == "\\":
             if i + 1 >= n:
                 break
             if raw[i + 1] == "u":
                 if i + 6 > n:
                     break
-                if 0xD800 <= int(raw[i + 2:i + 6], 16) <= 0xDBFF:   # a surrogate pair: 12 characters
-                    if i + 12 > n:
+                if raw[i + 2:i + 4].lower() in ("d8", "d9", "da", "db"):   # a high surrogate: its pair next?
+                    follow = raw[i + 6:i + 8]
+                    if len(follow) < 2 and "\\u".startswith(follow):
                         break
-                    i += 12
-                    continue
+                    if follow == "\\u":
+                        if i + 12 > n:
+                            break
+                        i += 12
+                        continue
                 i += 6
                 continue
             i += 2
             continue
         i += 1
-    return json.loads('"' + raw[:i] + '"'), i, False
+    return _decode_json_string(raw[:i]), i, False
 
 
 class ToolCallParser:

@@ -176,3 +176,14 @@ def test_detect_format():
 def test_bad_tool_definitions(make, message):
     with pytest.raises(InvalidRequestError, match=message):
         make()
+
+
+def test_lone_surrogates_and_bad_escapes_never_make_invalid_text():
+    content, _ = parse_tool_calls(F.GENERIC, NAMES, '{"response": "a\\ud800b"}')
+    assert content == "a\ufffdb"
+    content.encode("utf-8")
+    content, _ = parse_tool_calls(F.GENERIC, NAMES, '{"response": "x \\q y"}')
+    assert content == "x \\q y"
+    _, calls = parse_tool_calls(F.GENERIC, NAMES, '{"tool_calls": [{"name": "add", "arguments": {"a": "\\udc00"}}]}')
+    assert json.loads(calls[0].arguments) == {"a": "\ufffd"}
+    calls[0].arguments.encode("utf-8")
