@@ -44,8 +44,8 @@ class CompletionHandler(BaseHandler):
         params.n_predict = effective_n_predict(params.n_predict, st.config.n_predict)
         if st.config.verbose:   # -v: the tokenized prompt
             pieces = st.model.vocab.pieces
-            log.debug("prompt: %d tokens: %s", len(params.prompt_tokens),
-                      [(t, pieces[t].decode("utf-8", "replace")) for t in params.prompt_tokens])
+            log.debug("completion request: %d prompt tokens: %s, pieces: %s", len(params.prompt_tokens),
+                      params.prompt_tokens, [pieces[t].decode("utf-8", "replace") for t in params.prompt_tokens])
         self.task = st.scheduler.submit(Task(params), system_prompt=system_prompt)
         return self.task
 

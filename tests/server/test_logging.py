@@ -113,7 +113,8 @@ def test_verbose_logs_request_prompt_response_and_engine_info(json_server):
     msgs = [rec["msg"] for rec in records]
     requests_ = [m for m in msgs if m.startswith("request POST /completion") and "Verbose marker prompt" in m]
     assert requests_ and json.loads(requests_[-1].split(": ", 1)[1]) == body
-    prompts = [m for m in msgs if m.startswith("prompt: ") and "' marker'" in m]
+    prompts = [m for m in msgs if m.startswith("completion request: ") and "prompt tokens: [" in m
+               and "' marker'" in m]
     assert prompts, msgs[-10:]
     responses = [m for m in msgs if m.startswith("response POST /completion: ")]
     assert responses and json.loads(responses[-1].split(": ", 1)[1])["content"] == content
