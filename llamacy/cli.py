@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--embeddings", "--embedding", action="store_true", help="enable the embedding endpoints")
     g.add_argument("--reranking", "--rerank", action="store_true",
                    help="enable the rerank endpoint (a reranker model; implies --embeddings --pooling rank)")
-    g.add_argument("--chat-template", help="chat template: a Jinja string or a built-in name")
+    g.add_argument("--chat-template",
+                   help="chat template: a Jinja string or one of libllama's built-in names (chatml, llama3, ...)")
+    g.add_argument("--reasoning-format", choices=["none", "deepseek"], default="deepseek",
+                   help="deepseek: thoughts (<think>...</think>) go to reasoning_content; none: left in content")
+    g.add_argument("--reasoning-budget", type=int, default=-1,
+                   help="-1: thinking allowed (default); 0: thinking turned off in the chat template")
     g.add_argument("--spm-infill", action="store_true", help="suffix/prefix/middle order for infill")
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -102,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("logging")
     g.add_argument("--log-disable", action="store_true", help="disable logging")
     g.add_argument("--log-format", choices=["json", "text"], default="json", help="log format (default: json)")
+    g.add_argument("--log-file", metavar="FILE", help="also append the log to FILE")
     return p
 
 
@@ -148,6 +154,13 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
             p.error(f"--{name.replace('_', '-')} must not be negative")
     if a.reranking and a.pooling not in (None, "rank"):
         p.error(f"--reranking uses rank pooling; it can't go with --pooling {a.pooling}")
+    if a.reasoning_budget not in (-1, 0):
+        p.error("--reasoning-budget must be -1 (unlimited) or 0 (no thinking)")
+    if a.log_file:
+        try:
+            open(a.log_file, "a", encoding="utf-8").close()
+        except OSError as exc:
+            p.error(f"cannot open --log-file: {exc}")
     if a.ssl_key_file and not a.ssl_cert_file or a.ssl_cert_file and not a.ssl_key_file:
         p.error("--ssl-key-file and --ssl-cert-file go together")
     return ServerConfig(
@@ -164,13 +177,14 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         cache_type_v=a.cache_type_v, grp_attn_n=a.grp_attn_n, grp_attn_w=a.grp_attn_w,
         embeddings=a.embeddings or a.reranking,
         system_prompt_file=a.system_prompt_file, chat_template=a.chat_template, spm_infill=a.spm_infill,
+        reasoning_format=a.reasoning_format, reasoning_budget=a.reasoning_budget,
         host=a.host, port=a.port, timeout=a.timeout, path=a.path, api_keys=tuple(keys),
         ssl_key_file=a.ssl_key_file, ssl_cert_file=a.ssl_cert_file, slots_endpoint=not a.slots_endpoint_disable,
         metrics=a.metrics, slot_save_path=a.slot_save_path, verbose=a.verbose, log_disable=a.log_disable,
         log_format=a.log_format, max_body_bytes=a.max_body_size, queue_max=a.queue_max, max_n_probs=a.max_n_probs,
         max_stop_strings=a.max_stop_strings, max_stop_length=a.max_stop_length,
         max_grammar_bytes=a.max_grammar_size, max_schema_depth=a.max_schema_depth,
-        max_embedding_inputs=a.max_embedding_inputs)
+        max_embedding_inputs=a.max_embedding_inputs, log_file=a.log_file)
 
 
 def main(argv: list[str] | None = None) -> int:

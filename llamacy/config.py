@@ -50,6 +50,8 @@ class ServerConfig:
     embeddings: bool = False
     system_prompt_file: str | None = None
     chat_template: str | None = None
+    reasoning_format: str = "deepseek"
+    reasoning_budget: int = -1
     spm_infill: bool = False
     # http
     host: str = "127.0.0.1"
@@ -75,3 +77,4 @@ class ServerConfig:
     verbose: bool = False
     log_disable: bool = False
     log_format: str = "json"
+    log_file: str | None = None

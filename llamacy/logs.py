@@ -1,4 +1,4 @@
-"""Logging set-up: --log-format json|text, --log-disable, -v."""
+"""Logging set-up: --log-format json|text, --log-disable, --log-file, -v."""
 from __future__ import annotations
 
 import logging
@@ -28,13 +28,16 @@ def setup_logging(config) -> None:
         root.addHandler(logging.NullHandler())
         root.setLevel(logging.CRITICAL + 1)
         return
-    handler = logging.StreamHandler(sys.stdout)
     if config.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        formatter: logging.Formatter = JsonFormatter()
     else:
-        fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        fmt.converter = time.gmtime
-        handler.setFormatter(fmt)
-    root.addHandler(handler)
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        formatter.converter = time.gmtime
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if config.log_file:   # --log-file: the same lines, also appended to a file
+        handlers.append(logging.FileHandler(config.log_file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
     root.setLevel(logging.DEBUG if config.verbose else logging.INFO)
     logging.getLogger("tornado.access").setLevel(logging.WARNING)

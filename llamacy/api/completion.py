@@ -181,6 +181,14 @@ def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int 
     )
 
 
+def effective_n_predict(requested: int, server_limit: int) -> int:
+    """The number of tokens a request may generate: its own ``n_predict``, capped by the
+    server's ``-n`` (-1 on either side means no limit from that side)."""
+    if server_limit < 0:
+        return requested
+    return server_limit if requested < 0 else min(requested, server_limit)
+
+
 def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n_predict: int = -1) -> dict:
     """The spec's generation_settings object (also /props' default_generation_settings)."""
     s = p.sampling if p else SamplingParams()
@@ -225,6 +233,19 @@ def slot_json(snap: SlotSnapshot, *, model: str, n_predict: int) -> dict:
         "next_token": {"has_next_token": snap.has_next_token, "n_remain": snap.n_remain, "n_decoded": snap.n_decoded,
                        "stopped_eos": False, "stopped_limit": False, "stopped_word": False, "stopping_word": ""},
     }
+
+
+def token_pieces(tokens: list[int], pieces: list[bytes]) -> list[dict]:
+    """/tokenize ``with_pieces``: each token as ``{"id", "piece"}``, the piece as text when it is
+    valid UTF-8 on its own, else as its bytes (a token can hold part of a character)."""
+    out = []
+    for token, piece in zip(tokens, pieces):
+        try:
+            text: str | list[int] = piece.decode("utf-8")
+        except UnicodeDecodeError:
+            text = list(piece)
+        out.append({"id": token, "piece": text})
+    return out
 
 
 def _probs_json(vocab_pieces, probs: list[TokenProbs]) -> list[dict]:

@@ -36,7 +36,7 @@ from typing import Any, Iterator
 from llamacy.api.limits import DEFAULT_LIMITS, check_json_depth
 from llamacy.errors import InvalidRequestError, UnsupportedSchemaError
 
-__all__ = ["json_schema_to_grammar", "any_json_object_grammar", "JSON_OBJECT_GRAMMAR"]
+__all__ = ["json_schema_to_grammar", "compose_grammar", "any_json_object_grammar", "JSON_OBJECT_GRAMMAR"]
 
 REPEAT_LIMIT = 2000  # libllama refuses larger repetition counts
 MAX_INT_DIGITS = 18
@@ -198,15 +198,21 @@ def _class_char(cp: int) -> str:
 class _Converter:
     """Builds the rule set for one schema; ``rules`` keeps definition order."""
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, root_name: str = "root") -> None:
         self.root = root
-        self.rules: dict[str, str | None] = {"root": None}
+        self.root_name = root_name
+        # every rule but the primitives starts with ``root_name``, so converters of several
+        # schemas with distinct root names can share one grammar (see ``compose_grammar``)
+        self.prefix = "" if root_name == "root" else root_name + "-"
+        self.rules: dict[str, str | None] = {root_name: None}
         self._bodies: dict[str, str] = {}
-        self._refs: dict[str, str] = {"#": "root"}
+        self._refs: dict[str, str] = {"#": root_name}
         self._pending: list[str] = ["#"]  # refs expanded since the last consumed token
 
     # ---- rule bookkeeping ----
     def fresh(self, hint: str) -> str:
+        if not hint.startswith(self.root_name):
+            hint = self.prefix + hint
         base = _sanitize(hint)
         name, i = base, 1
         while name in self.rules or name in _PRIMITIVES:
@@ -266,7 +272,7 @@ class _Converter:
 
     # ---- entry points ----
     def convert(self) -> str:
-        self.rules["root"] = self.expr(self.root, "root")
+        self.rules[self.root_name] = self.expr(self.root, self.root_name)
         lines = [f"{name} ::= {body}" for name, body in self.rules.items()]
         return "\n".join(lines) + "\n"
 
@@ -958,6 +964,36 @@ def json_schema_to_grammar(schema: dict | bool, max_depth: int = DEFAULT_LIMITS.
     except RecursionError:
         raise InvalidRequestError(f"'json_schema' is too deeply nested: its $ref chains go deeper than the "
                                   f"converter allows (nesting is limited to {max_depth} levels)") from None
+
+
+def compose_grammar(root: str, schemas: dict[str, Any], primitives: tuple[str, ...] = (),
+                    rules: dict[str, str] | None = None, *, field: str = "schema",
+                    max_depth: int = DEFAULT_LIMITS.max_schema_depth) -> str:
+    """A grammar whose ``root`` rule body is the GBNF ``root``, in which each key of ``schemas``
+    names a rule matching JSON valid against that schema; ``primitives`` (``ws``, ``string``,
+    ...) and the extra ``rules`` (name → body) are available to ``root`` too. Schema keys must be
+    distinct and not prefixes of each other's rule names (e.g. ``tool-0``, ``tool-1``). ``field``
+    names the schemas in errors."""
+    rules = {"root": root, **(rules or {})}
+    for name, schema in schemas.items():
+        check_json_depth(schema, max_depth, field)
+        conv = _Converter(schema, root_name=name)
+        try:
+            conv.convert()
+        except RecursionError:
+            raise InvalidRequestError(f"'{field}' is too deeply nested: its $ref chains go deeper than the "
+                                      f"converter allows (nesting is limited to {max_depth} levels)") from None
+        for prim in primitives:
+            conv.prim(prim)
+        for rule, body in conv.rules.items():
+            if rules.setdefault(rule, body) != body:
+                raise ValueError(f"grammar rule {rule!r} defined twice")
+    if not schemas:
+        conv = _Converter({})
+        for prim in primitives:
+            conv.prim(prim)
+        rules.update((k, v) for k, v in conv.rules.items() if k != "root")
+    return "\n".join(f"{name} ::= {body}" for name, body in rules.items()) + "\n"
 
 
 def any_json_object_grammar() -> str:

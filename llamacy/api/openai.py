@@ -5,10 +5,15 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from llamacy.api.chat import ChatDelta, ChatMessage, ChatOptions, ChatPrompt, OutputSpec, render_chat
 from llamacy.api.completion import parse_sampling, timings_json, tokenize_prompt
-from llamacy.api.fields import get_bool, get_int, get_str_list, require_object
+from llamacy.api.fields import get_bool, get_int, get_str, get_str_list, require_object
+from llamacy.api.limits import DEFAULT_LIMITS
+from llamacy.api.reasoning import REASONING_FORMATS
+from llamacy.api.tool_calls import ChatTools, ToolCall, ToolSpec
 from llamacy.errors import InvalidRequestError
 from llamacy.serving.tasks import CompletionParams, Final, TokenProbs
 
@@ -60,16 +65,104 @@ def _logprobs_request(body: dict, *, chat: bool) -> int:
     return max(1, get_int(body, "logprobs", 1, lo=0, hi=20))
 
 
-def parse_chat(body: Any, vocab, chat_template, *, add_bos: bool, grammar_from_schema) -> CompletionParams:
+@dataclass(frozen=True)
+class ChatDefaults:
+    """Server-wide chat settings a request may override (--reasoning-format, --reasoning-budget)."""
+
+    reasoning_format: str = "deepseek"
+    enable_thinking: bool = True
+    max_schema_depth: int = DEFAULT_LIMITS.max_schema_depth
+
+
+@dataclass
+class ChatRequest:
+    """A validated chat/completions request: what to run and how to read its output."""
+
+    params: CompletionParams
+    output: OutputSpec
+
+
+def parse_tools(body: dict) -> ChatTools | None:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` → ChatTools (None: no tools)."""
+    if body.get("functions") is not None or body.get("function_call") is not None:
+        raise InvalidRequestError("'functions' and 'function_call' are deprecated: use 'tools' and 'tool_choice'")
+    raw = body.get("tools")
+    choice = body.get("tool_choice")
+    parallel = get_bool(body, "parallel_tool_calls", True)
+    if raw is None or raw == []:
+        if choice not in (None, "none", "auto"):
+            raise InvalidRequestError("'tool_choice' needs 'tools'")
+        return None
+    if not isinstance(raw, list):
+        raise InvalidRequestError("'tools' must be an array")
+    specs = []
+    for i, tool in enumerate(raw):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(fn, dict):
+            raise InvalidRequestError(f"tools[{i}] must be {{\"type\": \"function\", \"function\": {{...}}}}")
+        if not isinstance(fn.get("name"), str):
+            raise InvalidRequestError(f"tools[{i}].function.name must be a string")
+        params = fn.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(params, dict):
+            raise InvalidRequestError(f"tools[{i}].function.parameters must be a JSON Schema object")
+        description = fn.get("description")
+        description = "" if description is None else description
+        if not isinstance(description, str):
+            raise InvalidRequestError(f"tools[{i}].function.description must be a string")
+        specs.append(ToolSpec(fn["name"], description, params))
+    function = None
+    if choice is None:
+        choice = "auto"
+    elif isinstance(choice, dict):
+        fn = choice.get("function")
+        if choice.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InvalidRequestError('\'tool_choice\' object must be {"type": "function", "function": {"name": ...}}')
+        choice, function = "function", fn["name"]
+    elif choice not in ("auto", "none", "required"):
+        raise InvalidRequestError(f"'tool_choice' must be auto, none, required or a function, got {str(choice)[:40]!r}")
+    if choice == "none":
+        return None
+    return ChatTools(tuple(specs), choice=choice, function=function, parallel=parallel)
+
+
+def chat_options(body: dict, defaults: ChatDefaults) -> ChatOptions:
+    """The request's tools and reasoning settings."""
+    reasoning_format = get_str(body, "reasoning_format", defaults.reasoning_format)
+    if reasoning_format not in REASONING_FORMATS:
+        raise InvalidRequestError(f"'reasoning_format' must be one of {', '.join(REASONING_FORMATS)}")
+    kwargs = body.get("chat_template_kwargs")
+    kwargs = {} if kwargs is None else kwargs
+    if not isinstance(kwargs, dict):
+        raise InvalidRequestError("'chat_template_kwargs' must be an object")
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("messages", "tools", "add_generation_prompt")}
+    enable_thinking = defaults.enable_thinking
+    if "enable_thinking" in kwargs:
+        if not isinstance(kwargs["enable_thinking"], bool):
+            raise InvalidRequestError("'chat_template_kwargs.enable_thinking' must be a boolean")
+        enable_thinking = kwargs.pop("enable_thinking")
+    return ChatOptions(tools=parse_tools(body), reasoning_format=reasoning_format,
+                       enable_thinking=enable_thinking, template_kwargs=kwargs,
+                       max_schema_depth=defaults.max_schema_depth)
+
+
+def chat_prompt(body: Any, chat_template, defaults: ChatDefaults) -> ChatPrompt:
+    """``messages`` (+ tools and thinking options) rendered with the chat template."""
     body = require_object(body)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequestError("'messages' must be a non-empty array")
-    if body.get("tools") or body.get("functions"):
-        raise InvalidRequestError("'tools' / function calling is not supported by this server")
+    return render_chat(chat_template, body.get("messages"), chat_options(body, defaults))
+
+
+def parse_chat(body: Any, vocab, chat_template, *, add_bos: bool, grammar_from_schema,
+               defaults: ChatDefaults = ChatDefaults()) -> ChatRequest:
+    body = require_object(body)
     _check_n(body)
-    prompt = chat_template.render(messages, add_generation_prompt=True)
-    return _params(body, vocab, prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=True)
+    chat = chat_prompt(body, chat_template, defaults)
+    params = _params(body, vocab, chat.prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=True)
+    if chat.grammar:
+        if params.sampling.grammar:
+            raise InvalidRequestError("this 'tool_choice' constrains the output to tool calls: it can't be combined "
+                                      "with 'grammar', 'json_schema' or 'response_format'")
+        params.sampling.grammar = chat.grammar
+    return ChatRequest(params=params, output=chat.output)
 
 
 def parse_completions(body: Any, vocab, *, add_bos: bool, grammar_from_schema) -> CompletionParams:
@@ -148,11 +241,43 @@ def completion_logprobs(probs: list[TokenProbs], pieces) -> dict:
     return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
 
 
-def chat_response(ev: Final, *, id: str, model: str, n_probs: int, pieces) -> dict:
-    choice = {"index": 0, "message": {"role": "assistant", "content": ev.content},
-              "finish_reason": finish_reason(ev), "logprobs": chat_logprobs(ev.probs, pieces) if n_probs else None}
+def tool_calls_json(calls: list[ToolCall], first_index: int | None = None) -> list[dict]:
+    """OpenAI's ``tool_calls``; with ``first_index`` the streaming form (each call has an ``index``)."""
+    out = []
+    for i, call in enumerate(calls):
+        item = {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        if first_index is not None:
+            item = {"index": first_index + i, **item}
+        out.append(item)
+    return out
+
+
+def chat_finish_reason(ev: Final, message: ChatMessage) -> str:
+    return "tool_calls" if message.tool_calls else finish_reason(ev)
+
+
+def chat_response(ev: Final, message: ChatMessage, *, id: str, model: str, n_probs: int, pieces) -> dict:
+    msg: dict = {"role": "assistant", "content": message.content}
+    if message.reasoning_content is not None:
+        msg["reasoning_content"] = message.reasoning_content
+    if message.tool_calls:
+        msg["tool_calls"] = tool_calls_json(message.tool_calls)
+    choice = {"index": 0, "message": msg, "finish_reason": chat_finish_reason(ev, message),
+              "logprobs": chat_logprobs(ev.probs, pieces) if n_probs else None}
     return {"id": id, "object": "chat.completion", "created": int(time.time()), "model": model,
             "system_fingerprint": None, "choices": [choice], "usage": usage(ev), "timings": timings_json(ev.timings)}
+
+
+def chat_delta(delta: ChatDelta, first_call_index: int) -> dict:
+    """One chunk's ``delta`` for a piece of parsed output."""
+    out: dict = {}
+    if delta.reasoning:
+        out["reasoning_content"] = delta.reasoning
+    if delta.content:
+        out["content"] = delta.content
+    if delta.tool_calls:
+        out["tool_calls"] = tool_calls_json(delta.tool_calls, first_call_index)
+    return out
 
 
 def chat_chunk(*, id: str, model: str, created: int, delta: dict, finish: str | None = None,

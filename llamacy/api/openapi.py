@@ -90,8 +90,25 @@ COMPLETION_RESULT = _obj({
 }, ("content", "id_slot", "stop", "model", "tokens_predicted", "tokens_evaluated", "generation_settings",
     "truncated", "stopped_eos", "stopped_word", "stopped_limit", "stopping_word", "tokens_cached", "timings"))
 
-MESSAGE = _obj({"role": _STR, "content": {"anyOf": [_STR, {"type": "null"}, _arr({"type": "object"})]}},
+MESSAGE = _obj({"role": _STR, "content": {"anyOf": [_STR, {"type": "null"}, _arr({"type": "object"})]},
+                "tool_calls": {"anyOf": [_arr({"type": "object"}), {"type": "null"}]}, "tool_call_id": {},
+                "name": {}},
                ("role",))
+TOOL_CALL = _obj({"id": _STR, "type": {"const": "function"},
+                  "function": _obj({"name": _STR, "arguments": _STR}, ("name", "arguments"))},
+                 ("id", "type", "function"))
+RESPONSE_MESSAGE = _obj({**MESSAGE["properties"], "reasoning_content": _STR, "tool_calls": _arr(TOOL_CALL)}, ("role",))
+TOOL = _obj({"type": {"const": "function"}, "function": _obj({
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+    "description": {"type": ["string", "null"]}, "parameters": {"type": "object"}}, ("name",))}, ("function",))
+CHAT_TEMPLATE_OPTIONS = {
+    "tools": _arr(TOOL, maxItems=128),
+    "tool_choice": {"anyOf": [{"enum": ["auto", "none", "required"]}, _obj(
+        {"type": {"const": "function"}, "function": _obj({"name": _STR}, ("name",))}, ("type", "function"))]},
+    "parallel_tool_calls": _BOOL,
+    "reasoning_format": {"enum": ["none", "deepseek"]},
+    "chat_template_kwargs": _obj({"enable_thinking": _BOOL}),
+}
 USAGE = _obj({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT},
              ("prompt_tokens", "completion_tokens", "total_tokens"))
 OPENAI_OPTIONS = {
@@ -103,7 +120,7 @@ OPENAI_OPTIONS = {
 }
 CHAT_RESPONSE = _obj({
     "id": _STR, "object": {"const": "chat.completion"}, "created": _INT, "model": _STR,
-    "choices": _arr(_obj({"index": _INT, "message": MESSAGE, "finish_reason": _STR,
+    "choices": _arr(_obj({"index": _INT, "message": RESPONSE_MESSAGE, "finish_reason": _STR,
                           "logprobs": {"type": ["object", "null"]}}, ("index", "message", "finish_reason"))),
     "usage": USAGE, "timings": TIMINGS,
 }, ("id", "object", "created", "model", "choices", "usage"))
@@ -172,9 +189,14 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
         body=_body(_obj({"prompt": PROMPT, **COMPLETION_OPTIONS}, ("prompt",))), tags=("native",))}
     chat = {"post": _op(
         "OpenAI chat completion", _responses(CHAT_RESPONSE, stream=True),
-        body=_body(_obj({"messages": _arr(MESSAGE, minItems=1), **OPENAI_OPTIONS,
+        body=_body(_obj({"messages": _arr(MESSAGE, minItems=1), **OPENAI_OPTIONS, **CHAT_TEMPLATE_OPTIONS,
                          "logprobs": _BOOL, "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20}},
                         ("messages",))), tags=("openai",))}
+    apply_template = {"post": _op(
+        "The prompt a chat request would run (its messages through the chat template)",
+        _responses(_obj({"prompt": _STR}, ("prompt",))),
+        body=_body(_obj({"messages": _arr(MESSAGE, minItems=1), **CHAT_TEMPLATE_OPTIONS}, ("messages",))),
+        tags=("native",))}
     models = {"get": _op("The served model, OpenAI style", _responses(_obj({
         "object": {"const": "list"}, "data": _arr(_obj({"id": _STR, "object": {"const": "model"}, "created": _INT,
                                                          "owned_by": _STR, "meta": {"type": "object"}},
@@ -204,9 +226,14 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
             ("assistant_name", "user_name", "default_generation_settings", "total_slots"))), tags=("native",))},
         "/completion": completion,
         "/completions": completion,
-        "/tokenize": {"post": _op("Text to token ids", _responses(_obj({"tokens": _arr(_INT)}, ("tokens",))),
-                                  body=_body(_obj({"content": _STR, "add_special": _BOOL}, ("content",))),
-                                  tags=("native",))},
+        "/tokenize": {"post": _op(
+            "Text to token ids (with_pieces: each with its text, or its bytes when not valid UTF-8 alone)",
+            _responses(_obj({"tokens": {"anyOf": [_arr(_INT), _arr(_obj(
+                {"id": _INT, "piece": {"anyOf": [_STR, _arr({"type": "integer", "minimum": 0, "maximum": 255})]}},
+                ("id", "piece")))]}}, ("tokens",))),
+            body=_body(_obj({"content": _STR, "add_special": _BOOL, "with_pieces": _BOOL}, ("content",))),
+            tags=("native",))},
+        "/apply-template": apply_template,
         "/detokenize": {"post": _op("Token ids to text", _responses(_obj({"content": _STR}, ("content",))),
                                     body=_body(_obj({"tokens": _arr(_TOKEN)}), required=False), tags=("native",))},
         "/slots": {"get": _op("Every slot's settings and progress", _responses(_arr(SLOT)), tags=("native",))},

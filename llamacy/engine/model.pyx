@@ -89,6 +89,55 @@ def max_devices() -> int:
     return llama_max_devices()
 
 
+def chat_builtin_templates() -> list:
+    """The names of libllama's built-in chat formats (``llama_chat_builtin_templates``)."""
+    cdef int32_t n = llama_chat_builtin_templates(NULL, 0)
+    cdef const char ** names = <const char **> malloc(max(n, 1) * sizeof(const char *))
+    if names == NULL:
+        raise MemoryError()
+    try:
+        n = llama_chat_builtin_templates(names, n)
+        return [(<bytes> names[i]).decode() for i in range(n)]
+    finally:
+        free(names)
+
+
+def chat_apply_template(str template, messages, bint add_assistant=True) -> str:
+    """Render ``[(role, content), ...]`` with libllama's built-in formatter for ``template``
+    (a built-in name, or a template source libllama recognises). Raises ValueError when
+    libllama does not know the template."""
+    cdef list encoded = []
+    for role, content in messages:
+        encoded.append((role.encode(), content.encode()))
+    cdef size_t n_msg = len(encoded), i
+    cdef llama_chat_message * chat = <llama_chat_message *> malloc(max(n_msg, 1) * sizeof(llama_chat_message))
+    if chat == NULL:
+        raise MemoryError()
+    cdef bytes c_tmpl = template.encode()
+    cdef int32_t cap = 256, n
+    cdef char * buf = NULL
+    try:
+        for i in range(n_msg):
+            chat[i].role = encoded[i][0]
+            chat[i].content = encoded[i][1]
+            cap += 2 * (len(encoded[i][0]) + len(encoded[i][1])) + 64
+        while True:
+            buf = <char *> malloc(cap)
+            if buf == NULL:
+                raise MemoryError()
+            n = llama_chat_apply_template(c_tmpl, chat, n_msg, add_assistant, buf, cap)
+            if n < 0:
+                raise ValueError(f"libllama does not know the chat template {template[:60]!r}")
+            if n <= cap:
+                return buf[:n].decode("utf-8", "replace")
+            free(buf)
+            buf = NULL
+            cap = n + 1
+    finally:
+        free(buf)
+        free(chat)
+
+
 cdef str _read_str(int32_t (*getter)(const llama_model *, int32_t, char *, size_t) noexcept nogil,
                    const llama_model * model, int32_t i):
     cdef size_t size = 256

@@ -82,6 +82,9 @@ class BaseHandler(tornado.web.RequestHandler):
             raise InvalidRequestError(f"invalid JSON in request body: {exc}") from None
         if not isinstance(body, dict):
             raise InvalidRequestError("request body must be a JSON object")
+        if self.state.config.verbose:   # -v: the full request (headers, and so API keys, never)
+            log.debug("request %s %s: %s", self.request.method, self.request.path,
+                      self._body.decode("utf-8", "replace"))
         return body
 
     async def off_loop(self, fn, *args):
@@ -94,7 +97,10 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_json(self, obj, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY))
+        payload = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+        if self.state.config.verbose:
+            log.debug("response %s %s: %s", self.request.method, self.request.path, payload.decode())
+        self.finish(payload)
 
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -136,6 +142,8 @@ class BaseHandler(tornado.web.RequestHandler):
         """Write one ``data:`` event; False if the client has gone — or has not taken what was
         sent within the timeout (``-to``): then the connection is closed."""
         payload = obj if isinstance(obj, bytes) else orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+        if self.state.config.verbose:
+            log.debug("response event %s: %s", self.request.path, payload.decode())
         try:
             self.write(b"data: " + payload + b"\n\n")
             await asyncio.wait_for(self.flush(), self.state.config.timeout)

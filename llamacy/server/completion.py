@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from llamacy.api.completion import final_json, parse_completion, partial_json
+from llamacy.api.completion import effective_n_predict, final_json, parse_completion, partial_json
 from llamacy.errors import LlamacyError
 from llamacy.server.base import BaseHandler
-from llamacy.serving.tasks import Final, Partial, Task
+from llamacy.serving.tasks import CompletionParams, Final, Partial, Task
 
 log = logging.getLogger(__name__)
 
@@ -25,20 +25,29 @@ class CompletionHandler(BaseHandler):
 
     async def post(self) -> None:
         st = self.state
-        scheduler = st.require_ready()
+        st.require_ready()
         body = await self.off_loop(self.json_body)
         system = None
         if body.get("system_prompt") is not None:
             system = st.prepare_system_prompt(body["system_prompt"])
         add_bos = st.add_bos if system is None else not system.info.prompt
         params = await self.off_loop(self.parse, body, add_bos)
-        st.check_completion(params)
-        if st.config.verbose:
-            log.debug("completion request: %d prompt tokens: %s", len(params.prompt_tokens), params.prompt_tokens)
-        self.task = scheduler.submit(Task(params), system_prompt=system.tokens if system else None)
+        self.submit(params, system_prompt=system.tokens if system else None)
         if system is not None:
             st.system_prompt = system.info
         await self.respond(params)
+
+    def submit(self, params: CompletionParams, system_prompt: list[int] | None = None) -> Task:
+        """Check the request in full (limits, grammar), apply the server's -n cap, queue the task."""
+        st = self.state
+        st.check_completion(params)
+        params.n_predict = effective_n_predict(params.n_predict, st.config.n_predict)
+        if st.config.verbose:   # -v: the tokenized prompt
+            pieces = st.model.vocab.pieces
+            log.debug("completion request: %d prompt tokens: %s, pieces: %s", len(params.prompt_tokens),
+                      params.prompt_tokens, [pieces[t].decode("utf-8", "replace") for t in params.prompt_tokens])
+        self.task = st.scheduler.submit(Task(params), system_prompt=system_prompt)
+        return self.task
 
     async def respond(self, params) -> None:
         st = self.state

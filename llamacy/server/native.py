@@ -5,7 +5,7 @@ import os
 import re
 import time
 
-from llamacy.api.completion import generation_settings, slot_json
+from llamacy.api.completion import generation_settings, slot_json, token_pieces
 from llamacy.api.fields import get_bool, get_str
 from llamacy.errors import InvalidRequestError, NotFoundError, NotSupportedError, UnavailableError
 from llamacy.server.base import BaseHandler
@@ -62,7 +62,10 @@ class TokenizeHandler(BaseHandler):
         if not isinstance(content, str):
             raise InvalidRequestError("'content' must be a string")
         add_special = get_bool(body, "add_special", False)
-        tokens = st.model.vocab.tokenize(content, add_special=add_special, parse_special=True)
+        vocab = st.model.vocab
+        tokens = vocab.tokenize(content, add_special=add_special, parse_special=True)
+        if get_bool(body, "with_pieces", False):
+            tokens = token_pieces(tokens, [vocab.token_to_piece(t, True) for t in tokens])
         self.write_json({"tokens": tokens})
 
 

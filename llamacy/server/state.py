@@ -102,6 +102,14 @@ class ServerState:
         self.system_prompt = prepared.info
 
     @property
+    def chat_defaults(self):
+        """The server's chat settings a request may override (--reasoning-format/-budget)."""
+        from llamacy.api.openai import ChatDefaults
+        c = self.config
+        return ChatDefaults(reasoning_format=c.reasoning_format, enable_thinking=c.reasoning_budget != 0,
+                            max_schema_depth=c.max_schema_depth)
+
+    @property
     def add_bos(self) -> bool:
         """The spec's BOS rule: only while no system prompt is set."""
         return not self.system_prompt.prompt

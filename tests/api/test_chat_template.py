@@ -119,8 +119,9 @@ def render(source: str, messages: list[dict] | None = None, **kwargs: Any) -> st
 # --- built-in templates -------------------------------------------------------------------
 
 
-def test_every_builtin_has_an_expected_output() -> None:
-    assert set(EXPECTED) == set(BUILTIN_TEMPLATES)
+def test_hand_written_expectations_cover_the_common_builtins() -> None:
+    # every built-in name is also checked against libllama (tests/engine/test_builtin_templates.py)
+    assert set(EXPECTED) <= set(BUILTIN_TEMPLATES)
     assert {"chatml", "llama2", "llama3", "mistral", "gemma", "zephyr", "phi3"} <= set(EXPECTED)
 
 

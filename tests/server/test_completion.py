@@ -196,3 +196,17 @@ def test_bad_grammar_is_400_when_streaming_too(server):
     r = server.post("/completion", json={"prompt": "x", "grammar": "root ::= (", "stream": True})
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "Failed to parse grammar"
+
+
+def test_generation_settings_n_predict_is_capped_by_server_limit(server_factory):
+    srv = server_factory("-c", "256", "-n", "5")
+    for asked, effective in ((100, 5), (-1, 5), (None, 5), (3, 3)):
+        body = {"prompt": "Count: 1, 2, 3,", "temperature": 0, "ignore_eos": True}
+        if asked is not None:
+            body["n_predict"] = asked
+        r = srv.post("/completion", json=body)
+        assert r.status_code == 200
+        out = r.json()
+        assert out["generation_settings"]["n_predict"] == effective
+        assert out["tokens_predicted"] == effective
+    assert srv.get("/props").json()["default_generation_settings"]["n_predict"] == 5

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -100,3 +102,47 @@ def test_log_disable_writes_no_request_lines(server_factory):
     log = srv.log()
     assert "/props" not in log and "/nothing-here" not in log
     assert "llamacy.access" not in log
+
+
+def test_verbose_logs_request_prompt_response_and_engine_info(json_server):
+    body = {"prompt": "Verbose marker prompt", "n_predict": 3, "temperature": 0}
+    r = json_server.post("/completion", json=body, headers=AUTH)
+    assert r.status_code == 200
+    content = r.json()["content"]
+    records = json_lines(wait_for(json_server, '"path":"/completion"'))
+    msgs = [rec["msg"] for rec in records]
+    requests_ = [m for m in msgs if m.startswith("request POST /completion") and "Verbose marker prompt" in m]
+    assert requests_ and json.loads(requests_[-1].split(": ", 1)[1]) == body
+    prompts = [m for m in msgs if m.startswith("completion request: ") and "prompt tokens: [" in m
+               and "' marker'" in m]
+    assert prompts, msgs[-10:]
+    responses = [m for m in msgs if m.startswith("response POST /completion: ")]
+    assert responses and json.loads(responses[-1].split(": ", 1)[1])["content"] == content
+    engine_info = [rec for rec in records if rec["logger"] == "llamacy.engine.llama" and rec["level"] == "INFO"]
+    assert any("llama_model_loader" in rec["msg"] or "print_info" in rec["msg"] for rec in engine_info)
+
+
+def test_without_verbose_no_bodies_or_engine_info(server_factory):
+    srv = server_factory("-c", "256", "--log-format", "json")
+    r = srv.post("/completion", json={"prompt": "Quiet marker prompt", "n_predict": 2})
+    assert r.status_code == 200
+    log = wait_for(srv, '"path":"/completion"')
+    assert "Quiet marker prompt" not in log
+    assert not [rec for rec in json_lines(log) if rec["logger"] == "llamacy.engine.llama" and rec["level"] == "INFO"]
+
+
+def test_log_file_gets_the_same_lines(server_factory, tmp_path):
+    path = tmp_path / "server.log"
+    srv = server_factory("-c", "256", "--log-format", "json", "--log-file", str(path))
+    assert srv.get("/props").status_code == 200
+    wait_for(srv, '"path":"/props"')
+    lines = json_lines(path.read_text())
+    assert any(rec.get("path") == "/props" and rec["status"] == 200 for rec in lines)
+    assert any("server is ready" in rec["msg"] for rec in lines)
+
+
+def test_log_file_in_a_missing_directory_fails_start_up(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "llamacy", "--log-file", str(tmp_path / "no" / "x.log")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "cannot open --log-file" in proc.stderr

@@ -121,6 +121,10 @@ cdef extern from "llama.h" nogil:
     ctypedef struct llama_sampler_chain_params:
         bint no_perf
 
+    ctypedef struct llama_chat_message:
+        const char * role
+        const char * content
+
     # Custom samplers: llamacy fills the callbacks it needs and leaves the rest NULL.
     ctypedef void * llama_sampler_context_t
     struct llama_sampler
@@ -251,6 +255,11 @@ cdef extern from "llama.h" nogil:
                                  int32_t lstrip, bint special)
     int32_t llama_detokenize(const llama_vocab * vocab, const llama_token * tokens, int32_t n_tokens,
                              char * text, int32_t text_len_max, bint remove_special, bint unparse_special)
+
+    # chat templates (libllama's built-in, non-Jinja formats)
+    int32_t llama_chat_apply_template(const char * tmpl, const llama_chat_message * chat, size_t n_msg,
+                                      bint add_ass, char * buf, int32_t length)
+    int32_t llama_chat_builtin_templates(const char ** output, size_t len)
 
     # sampling
     llama_sampler * llama_sampler_init(llama_sampler_i * iface, llama_sampler_context_t ctx)
