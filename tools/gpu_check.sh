@@ -95,8 +95,12 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
       fi
       log "smoke on the CPU${v:+ with LLAMACY_CPU_VARIANT=$v}: FAILED (res/smoke-cpu${v:+-$v}.log)"
     done
-    $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" --smoke -ngl 99 > "$R/smoke-gpu.log" 2>&1
-    log "smoke with -ngl 99: rc=$?"
+    if ! $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" --smoke -ngl 99 > "$R/smoke-gpu.log" 2>&1; then
+      log "smoke with -ngl 99: FAILED (res/smoke-gpu.log): skipping the checks and the benchmark"
+      touch "$R/DONE"
+      return 1
+    fi
+    log "smoke with -ngl 99: OK"
   fi
   $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" $CPU_ONLY > "$R/table.txt" 2>&1
   log "gpu_check rc=$?"
