@@ -145,6 +145,21 @@ def requests_for(workload: str, clients: int, per_client: int, n_predict: int) -
     return bodies, delays
 
 
+async def _body_chunks(reader: asyncio.StreamReader):
+    """The response body as it arrives (HTTP/1.1, chunked transfer decoded)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" not in head.lower():
+        while chunk := await reader.read(1 << 16):
+            yield chunk
+        return
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            return
+        yield await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
 async def stream(port: int, body: dict) -> tuple[int, float | None]:
     """One streaming /completion: (tokens predicted, time to the first content)."""
     data = json.dumps(body).encode()
@@ -155,10 +170,7 @@ async def stream(port: int, body: dict) -> tuple[int, float | None]:
     await writer.drain()
     ttft, n, chunks = None, 0, 0
     buf = b""
-    while True:
-        chunk = await reader.read(1 << 16)
-        if not chunk:
-            break
+    async for chunk in _body_chunks(reader):
         buf += chunk
         while b"\n\n" in buf:
             event, buf = buf.split(b"\n\n", 1)
@@ -184,6 +196,8 @@ async def load(port: int, bodies: list[list[dict]], delays: list[float]) -> dict
     results = [r for rs in await asyncio.gather(*(client(m, d) for m, d in zip(bodies, delays))) for r in rs]
     wall = time.perf_counter() - t0
     tokens = sum(n for n, _ in results)
+    if tokens == 0:
+        raise RuntimeError("no tokens came back: the server's stream could not be read")
     ttfts = [t for _, t in results if t is not None]
     return {"tok_s": tokens / wall, "ttft_ms": 1e3 * sum(ttfts) / len(ttfts) if ttfts else float("nan"),
             "tokens": tokens}
@@ -250,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     for w in workloads:
         for c in clients:
             r, o, lim = ref[(w, c)], ours[(w, c)], limit.get(c, float("nan"))
+            vs_ref = o["tok_s"] / r["tok_s"] if r["tok_s"] else float("nan")
             print(f"| {w} | {c} | {lim:.1f} | {r['tok_s']:.1f} ({r['ttft_ms']:.0f}) | {o['tok_s']:.1f} "
-                  f"({o['ttft_ms']:.0f}) | {o['tok_s'] / r['tok_s']:.2f} | {o['tok_s'] / lim:.2f} |")
+                  f"({o['ttft_ms']:.0f}) | {vs_ref:.2f} | {o['tok_s'] / lim:.2f} |")
     return 0
 
 
