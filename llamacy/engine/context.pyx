@@ -179,31 +179,17 @@ cdef class Context:
         self._check()
         llama_set_embeddings(self.c_ctx, on)
 
-    def decode(self, Batch batch, int32_t start=0, int32_t n_tokens=-1) -> None:
-        """Run the batch — or its tokens [start, start + n_tokens), a view sharing its arrays —
-        through the model with the GIL released. Raises DecodeError subclasses. Logits of a
-        view's outputs are then read at their index minus ``start``."""
+    def decode(self, Batch batch) -> None:
+        """Run the batch through the model with the GIL released. Raises DecodeError subclasses."""
         self._check()
         cdef int32_t rc
-        cdef int32_t total = batch.c_batch.n_tokens
-        if n_tokens < 0:
-            n_tokens = total - start
-        if start < 0 or start + n_tokens > total:
-            raise ValueError(f"batch view [{start}, {start + n_tokens}) outside the batch's {total} tokens")
-        if n_tokens == 0:
+        if batch.c_batch.n_tokens == 0:
             return
-        if <uint32_t> n_tokens > llama_n_batch(self.c_ctx):
-            raise DecodeError(f"llama_decode: batch of {n_tokens} tokens exceeds n_batch "
+        if <uint32_t> batch.c_batch.n_tokens > llama_n_batch(self.c_ctx):
+            raise DecodeError(f"llama_decode: batch of {batch.c_batch.n_tokens} tokens exceeds n_batch "
                               f"{llama_n_batch(self.c_ctx)}", -1)
-        cdef llama_batch view = batch.c_batch
-        view.n_tokens = n_tokens
-        view.token = view.token + start
-        view.pos = view.pos + start
-        view.n_seq_id = view.n_seq_id + start
-        view.seq_id = view.seq_id + start
-        view.logits = view.logits + start
         with nogil:
-            rc = llama_decode(self.c_ctx, view)
+            rc = llama_decode(self.c_ctx, batch.c_batch)
         if rc != 0:
             raise_decode_error(rc, "llama_decode")
 

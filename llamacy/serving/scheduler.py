@@ -334,7 +334,7 @@ class Scheduler:
         self._drain()
         if status == RUN_ERROR:
             exc, seqs = self.gen.failed_step()
-            self._step_failed(seqs, exc)
+            self._fail_step("the generation step", seqs, exc)
 
     def _pause_if_needed(self) -> None:
         """Ask the running loop to stop after its step when the IOLoop has work it must do
@@ -367,16 +367,7 @@ class Scheduler:
             self.publisher.apply(seconds, n_prompt, n_generated, entries)
             self._consecutive_failures = 0
         except Exception as exc:
-            log.error("publishing a step failed (%d entries)", len(entries), exc_info=exc)
-            self.stats.n_failed_steps_total += 1
-            err = _internal_error(exc, "publishing results")
-            for seq in {e[1] for e in entries}:
-                slot = self.slots[seq]
-                if slot.task is not None:
-                    slot.task.push(err)
-                    slot.kv_suspect = True
-                    self.publisher.finish(slot, notify=False)
-            self._count_failure(err)
+            self._fail_step("publishing results", sorted({e[1] for e in entries}), exc)
             self._wake.set()
 
     def _slot_done(self, slot: Slot) -> None:
@@ -421,17 +412,18 @@ class Scheduler:
             return 1
         return 0
 
-    def _step_failed(self, seqs: list[int], exc: BaseException) -> None:
-        """A step failed: its requests end with the error, its slots start afresh, the loop goes on."""
-        log.error("generation step failed (%d slots)", len(seqs), exc_info=exc)
+    def _fail_step(self, where: str, seqs: list[int], exc: BaseException) -> None:
+        """A step failed: its requests end with the error, its slots start afresh (their KV is
+        cleared once the loop is not running), the loop goes on."""
+        log.error("%s failed (%d slots)", where, len(seqs), exc_info=exc)
         self.stats.n_failed_steps_total += 1
-        err = _internal_error(exc, "the generation step")
+        err = _internal_error(exc, where)
         for seq in seqs:
             slot = self.slots[seq]
             if slot.task is not None:
                 slot.task.push(err)
-            slot.kv_suspect = True
-            self.publisher.finish(slot, notify=False)
+                slot.kv_suspect = True
+                self.publisher.finish(slot, notify=False)
         self._count_failure(err)
 
     def _count_failure(self, err: LlamacyError) -> None:
