@@ -188,6 +188,9 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:    # the process's own command line: a GPU backend needs libstdc++ preloaded
+        from llamacy.cxx_runtime import reexec_with_cxx_runtime
+        reexec_with_cxx_runtime()
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["rpc-server"]:
         from llamacy.rpc_server import main as rpc_main

@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-dir", default=None, help="keep both servers' logs here")
     args = ap.parse_args(argv)
     logs = Path(args.log_dir) if args.log_dir else None
+    if logs:
+        logs.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
     from llamacy.models import default_model_path
     model = args.model or default_model_path()

@@ -90,11 +90,21 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
       if LLAMACY_CPU_VARIANT=$v CUDA_VISIBLE_DEVICES= $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" --smoke \
           > "$R/smoke-cpu${v:+-$v}.log" 2>&1; then
         log "smoke on the CPU${v:+ with LLAMACY_CPU_VARIANT=$v}: OK"
+        touch "$R/smoke-ok"
         [ -n "$v" ] && export LLAMACY_CPU_VARIANT=$v
         break
       fi
       log "smoke on the CPU${v:+ with LLAMACY_CPU_VARIANT=$v}: FAILED (res/smoke-cpu${v:+-$v}.log)"
     done
+    if [ ! -f "$R/smoke-ok" ]; then   # llamacy preloads the C++ runtime itself when a GPU backend is present
+      if LD_PRELOAD=libstdc++.so.6 CUDA_VISIBLE_DEVICES= $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" --smoke \
+          > "$R/smoke-cpu-preload.log" 2>&1; then
+        log "smoke on the CPU with LD_PRELOAD=libstdc++.so.6: OK (the rest runs with it)"
+        export LD_PRELOAD=libstdc++.so.6
+      else
+        log "smoke on the CPU with LD_PRELOAD=libstdc++.so.6: FAILED"
+      fi
+    fi
     if ! $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" --smoke -ngl 99 > "$R/smoke-gpu.log" 2>&1; then
       log "smoke with -ngl 99: FAILED (res/smoke-gpu.log): skipping the checks and the benchmark"
       touch "$R/DONE"

@@ -12,7 +12,6 @@ skipped, with the reason kept for ``report()``.
 Also here: ggml RPC (``add_rpc_server`` on the client, ``serve_rpc`` for ``llamacy
 rpc-server``) and the hook for the engine's fatal errors (``set_fatal_handler``).
 """
-import ctypes
 import logging
 import os
 import re
@@ -44,20 +43,6 @@ _BACKEND_FILE = re.compile(r"libggml-([a-z0-9_]+)\.so")
 _skipped: list = []          # [(backend, reason)] of backend files present but not loaded
 
 
-def _cxx_runtime_global() -> None:
-    """Put the C++ runtime in the process's global symbol scope before any backend loads.
-
-    Python is a C program: libstdc++ arrives only as a dependency of the engine's libraries,
-    in their local scope, and the dynamic linker searches the global scope first. The CUDA
-    backend's libraries export their own copies of libstdc++ symbols (statically linked
-    pieces), so once libggml-cuda.so was loaded, libllama's std::regex (compiled while loading
-    a vocabulary) bound to those copies and the process died with SIGSEGV — on a GPU machine,
-    with or without a GPU visible. llama.cpp's own executables never see this: an executable
-    linked with libstdc++ has it in the global scope from the start.
-    """
-    ctypes.CDLL("libstdc++.so.6", mode=os.RTLD_GLOBAL)
-
-
 def load_backends(path: str | None = None) -> None:
     """Load every backend in ``path`` (default: the package's ``_engine``) once per process.
 
@@ -66,7 +51,6 @@ def load_backends(path: str | None = None) -> None:
     """
     if ggml_backend_reg_count() > 0:
         return
-    _cxx_runtime_global()
     path = path or ENGINE_DIR
     cdef bytes c_path = os.fsencode(path)
     cdef const char * c_dir = c_path
@@ -176,6 +160,23 @@ def devices() -> list:
 def gpu_devices() -> list:
     """Local GPUs (not RPC servers): what -ngl offloads to without --rpc."""
     return [d for d in devices() if d["type"] in ("gpu", "igpu") and not d["backend"].startswith("RPC")]
+
+
+def devices_without_row_split() -> list:
+    """Local GPUs whose backend cannot split a tensor's rows across GPUs (``-sm row``): the
+    pinned engine's CUDA backend no longer has row-split buffers, and libllama then fails the
+    model load with a message a user never sees."""
+    cdef size_t i
+    cdef ggml_backend_dev_t dev
+    out = []
+    for i in range(ggml_backend_dev_count()):
+        dev = ggml_backend_dev_get(i)
+        if ggml_backend_dev_get_type(dev) != GGML_BACKEND_DEVICE_TYPE_GPU:
+            continue
+        if ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev),
+                                             b"ggml_backend_split_buffer_type") == NULL:
+            out.append(ggml_backend_dev_name(dev).decode("utf-8", "replace"))
+    return out
 
 
 def report() -> dict:

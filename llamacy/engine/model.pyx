@@ -204,6 +204,12 @@ cdef class Model:
             raise ModelLoadError(f"model file not found: {self.path}")
         if split_mode not in _SPLIT:
             raise ValueError(f"split_mode must be one of {sorted(_SPLIT)}, got {split_mode!r}")
+        if split_mode == "row" and n_gpu_layers != 0:
+            from llamacy.engine.backends import devices_without_row_split
+            unable = devices_without_row_split()
+            if unable:
+                raise ModelLoadError(f"-sm row: {', '.join(unable)} cannot split rows across GPUs in this "
+                                     f"engine (its backend has no row-split buffers); use -sm layer")
         cdef llama_model_params params = llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.split_mode = _SPLIT[split_mode]
