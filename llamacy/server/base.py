@@ -146,7 +146,11 @@ class BaseHandler(tornado.web.RequestHandler):
             log.debug("response event %s: %s", self.request.path, payload.decode())
         try:
             self.write(b"data: " + payload + b"\n\n")
-            await asyncio.wait_for(self.flush(), self.state.config.timeout)
+            sent = self.flush()
+            if sent.done():     # the socket took it at once (the common case): no timer, no loop turn
+                sent.result()
+            else:
+                await asyncio.wait_for(sent, self.state.config.timeout)
             return True
         except StreamClosedError:
             return False

@@ -69,9 +69,10 @@ def test_a_full_queue_answers_503_with_retry_after(server_factory):
 
 
 def test_a_client_that_stops_reading_is_cut_off_after_the_timeout(server_factory):
-    srv = server_factory("-c", "4096", "-np", "1", "-t", "1", "--metrics", "-to", "2")
-    # n_probs makes every event big, so the socket buffers of a client that reads nothing fill fast
-    stalled = send_raw(srv, "/completion", {**LONG, "stream": True, "n_probs": 50}, rcvbuf=4096)
+    srv = server_factory("-c", "4096", "-np", "1", "-t", "1", "--metrics", "-to", "2", "--max-n-probs", "2000")
+    # n_probs makes every event big (~100 KB), so the socket buffers of a client that reads nothing
+    # (the server's grows to 4 MiB on loopback) fill within a few dozen tokens, however loaded the machine
+    stalled = send_raw(srv, "/completion", {**LONG, "stream": True, "n_probs": 2000}, rcvbuf=4096)
     try:
         wait_for(lambda: "did not read for 2 s" in srv.log(), "the server to give up on the stalled client",
                  timeout=120)
