@@ -19,10 +19,10 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-ENGINE_MODULES = ["model", "context", "sampling", "generation", "backends"]
+ENGINE_MODULES = ["model", "context", "sampling", "generation", "backends", "multimodal"]
 # linked by the extensions (under their SONAME); every libggml-<backend>.so beside them is a
 # backend module ggml loads at run time (CPU variants, RPC, CUDA).
-LINKED_LIBS = ("libllama.so.0", "libggml.so.0", "libggml-base.so.0")
+LINKED_LIBS = ("libllama.so.0", "libggml.so.0", "libggml-base.so.0", "libmtmd.so.0")
 
 
 def engine_prefix() -> Path:
@@ -79,7 +79,7 @@ extensions = [
         f"llamacy.engine.{name}",
         [f"llamacy/engine/{name}.pyx"],
         include_dirs=["."],
-        libraries=["llama", "ggml", "ggml-base"],
+        libraries=["llama", "ggml", "ggml-base"] + (["mtmd"] if name == "multimodal" else []),
         runtime_library_dirs=["$ORIGIN/../_engine"],
         extra_compile_args=["-O3", "-fopenmp"],   # OpenMP: samplers of a step run in parallel
         extra_link_args=["-fopenmp"],

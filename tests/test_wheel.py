@@ -34,6 +34,11 @@ def test_engine_libraries_resolve_inside_the_package():
     for lib in ("libllama.so.0", "libggml.so.0", "libggml-base.so.0"):
         assert lib in lines, out
         assert str(engine.resolve()) in os.path.realpath(lines[lib].split("=>")[1].split()[0]), lines[lib]
+    # images (--mmproj): the multimodal module links libmtmd, shipped beside libllama
+    ext = next((PKG / "engine").glob("multimodal*.so"))
+    out = subprocess.run(["ldd", str(ext)], capture_output=True, text=True, check=True).stdout
+    mtmd = next(line for line in out.splitlines() if line.split()[0] == "libmtmd.so.0")
+    assert str(engine.resolve()) in os.path.realpath(mtmd.split("=>")[1].split()[0]), mtmd
 
 
 def test_installed_package_runs_without_llama_cpp_python():
@@ -72,7 +77,7 @@ def test_wheel_carries_every_cpu_variant_and_rpc(wheel):
     names = {Path(n).name for n in zipfile.ZipFile(wheel).namelist() if n.startswith("llamacy/_engine/")}
     variants = {m[1] for n in names if (m := re.fullmatch(r"libggml-cpu-(\w+)\.so", n))}
     assert variants == X86_VARIANTS, sorted(names)
-    assert {"libllama.so.0", "libggml.so.0", "libggml-base.so.0", "libggml-rpc.so"} <= names
+    assert {"libllama.so.0", "libggml.so.0", "libggml-base.so.0", "libggml-rpc.so", "libmtmd.so.0"} <= names
 
 
 def test_auditwheel_show_names_a_manylinux_policy(wheel, repaired):

@@ -3,9 +3,14 @@
 default the packaged SmolLM2 model), random F32 weights, and optional FIM token ids, so
 features the default model lacks (infill) can be exercised end to end. Outputs are noise.
 
-    python tools/make_test_gguf.py OUT.gguf [--source MODEL.gguf] [--fim PRE,SUF,MID]
+    python tools/make_test_gguf.py OUT.gguf [--source MODEL.gguf] [--fim PRE,SUF,MID] [--vision MMPROJ.gguf]
     python tools/make_test_gguf.py OUT.gguf --lora-for MODEL.gguf [--rank 8]
     python tools/make_test_gguf.py OUT.gguf --reranker [--rerank-template TEXT]
+
+``--vision MMPROJ.gguf`` also writes a matching random multimodal projector: a LLaVA-style
+``clip`` GGUF (projector type ``mlp``) whose tiny ViT reads a 32x32 image in 8x8 patches, so
+every image becomes 16 embeddings of the language model's width (libmtmd resizes any image to
+32x32 first). Its weights are large enough that different images change the model's output.
 
 ``--lora-for`` writes instead a random LoRA adapter for MODEL's attention and FFN weights
 (strong enough to change its greedy output), to test --lora.
@@ -89,6 +94,70 @@ def make(out: str, source: str, fim: tuple[int, int, int] | None, n_embd: int = 
         writer.add_tensor(b + "ffn_gate.weight", weights(n_ff, n_embd))
         writer.add_tensor(b + "ffn_up.weight", weights(n_ff, n_embd))
         writer.add_tensor(b + "ffn_down.weight", weights(n_embd, n_ff))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+VISION_IMAGE_SIZE, VISION_PATCH = 32, 8     # 16 image tokens per image
+
+
+def make_projector(out: str, n_embd_text: int, n_embd: int = 32, n_layer: int = 2, n_head: int = 2,
+                   n_ff: int = 64, seed: int = 1) -> None:
+    """A random LLaVA-1.5-style projector (what libmtmd loads as ``clip`` with projector type
+    ``mlp``): patch embedding (conv), position embeddings, pre-norm ViT blocks (LLaVA reads the
+    one before the last), then mm.0 → GELU → mm.2 into the text model's ``n_embd_text``."""
+    import gguf
+    writer = gguf.GGUFWriter(out, "clip")
+    n_patches = (VISION_IMAGE_SIZE // VISION_PATCH) ** 2
+    writer.add_string("general.name", "llamacy test projector")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_string("clip.projector_type", "mlp")
+    writer.add_bool("clip.use_gelu", True)
+    writer.add_uint32("clip.vision.image_size", VISION_IMAGE_SIZE)
+    writer.add_uint32("clip.vision.patch_size", VISION_PATCH)
+    writer.add_uint32("clip.vision.embedding_length", n_embd)
+    writer.add_uint32("clip.vision.feed_forward_length", n_ff)
+    writer.add_uint32("clip.vision.projection_dim", n_embd_text)
+    writer.add_uint32("clip.vision.block_count", n_layer)
+    writer.add_uint32("clip.vision.attention.head_count", n_head)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int, scale: float = 0.2) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    def zeros(n: int) -> np.ndarray:
+        return np.zeros(n, dtype=np.float32)
+
+    writer.add_tensor("v.patch_embd.weight", weights(n_embd, 3, VISION_PATCH, VISION_PATCH))
+    writer.add_tensor("v.patch_embd.bias", zeros(n_embd))
+    writer.add_tensor("v.position_embd.weight", weights(n_patches, n_embd))
+    writer.add_tensor("v.pre_ln.weight", ones(n_embd))
+    writer.add_tensor("v.pre_ln.bias", zeros(n_embd))
+    for i in range(n_layer):
+        b = f"v.blk.{i}."
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            writer.add_tensor(b + name + ".weight", weights(n_embd, n_embd))
+            writer.add_tensor(b + name + ".bias", zeros(n_embd))
+        for name in ("ln1", "ln2"):
+            writer.add_tensor(b + name + ".weight", ones(n_embd))
+            writer.add_tensor(b + name + ".bias", zeros(n_embd))
+        writer.add_tensor(b + "ffn_up.weight", weights(n_ff, n_embd))
+        writer.add_tensor(b + "ffn_up.bias", zeros(n_ff))
+        writer.add_tensor(b + "ffn_down.weight", weights(n_embd, n_ff))
+        writer.add_tensor(b + "ffn_down.bias", zeros(n_embd))
+    writer.add_tensor("mm.0.weight", weights(n_embd_text, n_embd))
+    writer.add_tensor("mm.0.bias", zeros(n_embd_text))
+    writer.add_tensor("mm.2.weight", weights(n_embd_text, n_embd_text, scale=0.5))
+    writer.add_tensor("mm.2.bias", zeros(n_embd_text))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -183,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out")
     ap.add_argument("--source", help="GGUF to take the tokenizer from (default: the packaged SmolLM2)")
     ap.add_argument("--fim", help="FIM prefix,suffix,middle token ids, e.g. 3,4,5")
+    ap.add_argument("--vision", metavar="MMPROJ", help="also write a matching random multimodal projector here")
     ap.add_argument("--lora-for", metavar="MODEL", help="write a random LoRA adapter for this model instead")
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--reranker", action="store_true", help="write a tiny Qwen3-style reranker (pooling rank)")
@@ -203,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     fim = tuple(int(x) for x in args.fim.split(",")) if args.fim else None
     if fim is not None and len(fim) != 3:
         ap.error("--fim takes three token ids")
-    make(args.out, source, fim)
+    n_embd = 32
+    make(args.out, source, fim, n_embd=n_embd)
+    if args.vision:
+        make_projector(args.vision, n_embd_text=n_embd)
     return 0
 
 

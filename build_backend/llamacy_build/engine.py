@@ -55,12 +55,16 @@ DEFAULT_ARGS = (
     "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DLLAMA_BUILD_SERVER=OFF",
     "-DLLAMA_BUILD_APP=OFF",
+    # libmtmd (images through a multimodal projector) alone, without the rest of tools/; no video
+    # (it would spawn ffmpeg from the server)
+    "-DLLAMA_BUILD_MTMD=ON",
+    "-DMTMD_VIDEO=OFF",
     "-DLLAMA_CURL=OFF",
     "-DLLAMA_OPENSSL=OFF",
     "-DCMAKE_INSTALL_LIBDIR=lib",
     "-DCMAKE_INSTALL_BINDIR=lib",     # the loadable backends land beside the libraries
 )
-LINKED_LIBS = ("libllama.so.0", "libggml.so.0", "libggml-base.so.0")
+LINKED_LIBS = ("libllama.so.0", "libggml.so.0", "libggml-base.so.0", "libmtmd.so.0")
 
 
 @dataclass(frozen=True)
