@@ -13,6 +13,7 @@ import logging
 from llamacy.engine.context import Context
 from llamacy.engine.model import Model
 from llamacy.engine.sampling import Sampler
+from llamacy.serving.multimodal import check_fits
 from llamacy.serving.slots import Slot, common_prefix
 from llamacy.serving.tasks import CompletionParams, Task
 
@@ -56,6 +57,10 @@ def start_request(slot: Slot, task: Task, *, ctx: Context, model: Model, system_
     tokens = system + p.prompt_tokens
     n_keep = len(tokens) if p.n_keep < 0 else len(system) + p.n_keep
     n_keep = min(n_keep, n_ctx - 4)
+    media = p.media
+    if media is not None:     # never truncated, never shifted into: the images stay whole
+        check_fits(tokens, media, n_ctx)
+        n_keep = max(n_keep, len(system) + media.end)
     truncated = len(tokens) >= n_ctx
     if truncated:
         tokens = truncate_prompt(tokens, n_ctx, n_keep)
@@ -67,13 +72,15 @@ def start_request(slot: Slot, task: Task, *, ctx: Context, model: Model, system_
         sampling.dry_penalty_last_n = n_ctx
     sampler = Sampler(model, sampling)
     if sampling.penalty_prompt is None:
-        sampler.accept_many(tokens[len(system):])
+        sampler.accept_many([t for t in tokens[len(system):] if t >= 0])   # no image placeholders
     n_common = common_prefix(slot.cache_tokens, tokens)
     if not reuse_cache:
         n_common = 0
     elif not p.cache_prompt:
         n_common = min(n_common, len(system))   # the shared system prompt is always reused
     n_common = max(0, min(n_common, len(tokens) - 1))
+    if media is not None:
+        n_common = media.safe_prefix(n_common, len(system))
     if n_common < slot.n_past:
         if not ctx.seq_rm(slot.id, n_common, -1):
             ctx.seq_rm(slot.id, -1, -1)

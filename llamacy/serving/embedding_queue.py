@@ -6,29 +6,36 @@ sequence count, so a request with many inputs is spread over several steps, and 
 scheduler runs a generation step between two embedding steps: neither kind starves the other.
 Embeddings have their own context (unified KV, pooling on): libllama pools multi-sequence
 batches correctly only with a unified KV cache, while generation keeps a stream per slot.
+
+An input with images (``--mmproj``) takes a step of its own: its text and images up to the
+last image are evaluated first (serving/multimodal.py), then the text after it in the final
+decode — whose tokens the pooled vector covers (they attend to the images before them).
 """
 from __future__ import annotations
 
 import collections
 
 from llamacy.engine.context import Batch, Context
+from llamacy.serving.multimodal import PrefillJob, decode_text, evaluate
 from llamacy.serving.tasks import CANCELLED, EmbeddingParams, EmbeddingResult, EmbeddingResults, Task
 
 
 class EmbeddingJob:
-    __slots__ = ("task", "inputs", "next_input", "results", "n_done")
+    __slots__ = ("task", "inputs", "media", "next_input", "results", "n_done")
 
     def __init__(self, task: Task) -> None:
         self.task = task
         self.inputs: list[list[int]] = task.params.inputs
+        self.media: list = task.params.media or [None] * len(self.inputs)
         self.next_input = 0                  # the first input not yet taken into a batch
         self.results: list[EmbeddingResult | None] = [None] * len(self.inputs)
         self.n_done = 0
 
 
 class EmbeddingQueue:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, projector=None) -> None:
         self.ctx = ctx
+        self.projector = projector
         self.batch = Batch(ctx.n_batch, 1)
         self.jobs: collections.deque[EmbeddingJob] = collections.deque()
 
@@ -67,18 +74,23 @@ class EmbeddingQueue:
                 job.task.push(CANCELLED)
                 continue
             n = len(job.inputs[job.next_input])
-            if n > budget and items:
+            with_images = job.media[job.next_input] is not None
+            if items and (n > budget or with_images):
                 break
             items.append((job, job.next_input))
             budget -= n
             job.next_input += 1
             if job.next_input == len(job.inputs):
                 self.jobs.popleft()
+            if with_images:     # alone in its step
+                break
         return items
 
     def run(self, items: list[tuple[EmbeddingJob, int]]) -> list[EmbeddingResult]:
         """Engine thread: one decode for every input, each in its own sequence."""
         ctx, batch = self.ctx, self.batch
+        if len(items) == 1 and items[0][0].media[items[0][1]] is not None:
+            return [self._run_with_images(*items[0])]
         batch.clear()
         per_token = ctx.pooling == "none"
         firsts = []
@@ -97,6 +109,14 @@ class EmbeddingQueue:
                 emb = ctx.embeddings_seq(seq).tolist()
             out.append(EmbeddingResult(emb, n))
         return out
+
+    def _run_with_images(self, job: EmbeddingJob, i: int) -> EmbeddingResult:
+        """Engine thread: one input with images, in sequence 0 (pooled: the API refuses --pooling none)."""
+        ctx, tokens, media = self.ctx, job.inputs[i], job.media[i]
+        ctx.memory_clear()
+        prefill = evaluate(self.projector, ctx, self.batch, PrefillJob(0, tokens, media, 0, 0))
+        decode_text(ctx, self.batch, tokens[prefill.n_past:], prefill.n_past, 0, outputs=True)
+        return EmbeddingResult(ctx.embeddings_seq(0).tolist(), len(tokens))
 
     def deliver(self, items: list[tuple[EmbeddingJob, int]], results: list[EmbeddingResult]) -> None:
         """Hand each result to its request; a request whose inputs are all done ends."""

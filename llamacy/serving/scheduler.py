@@ -31,6 +31,7 @@ from llamacy.errors import InvalidRequestError, LlamacyError, NoKvSlotError, Que
 from llamacy.serving.admission import choose_slot, start_request
 from llamacy.serving.embedding_queue import EmbeddingQueue
 from llamacy.serving.faults import FaultInjector
+from llamacy.serving.multimodal import MediaPrefill
 from llamacy.serving.publisher import StepPublisher
 from llamacy.serving.slots import Slot, SlotSnapshot, SlotState
 from llamacy.serving.tasks import CANCELLED, Task
@@ -63,7 +64,8 @@ class Scheduler:
 
     def __init__(self, model: Model, ctx: Context, *, n_parallel: int, n_batch: int, n_predict: int = -1,
                  embed_ctx: Context | None = None, grp_attn_n: int = 1, grp_attn_w: int = 512,
-                 max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None) -> None:
+                 max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None,
+                 projector=None) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -71,7 +73,9 @@ class Scheduler:
         self.n_batch = max(min(n_batch, ctx.n_batch), n_parallel)
         self.n_predict_default = n_predict
         self.max_queued = max_queued
-        self.embeddings = EmbeddingQueue(embed_ctx) if embed_ctx is not None else None
+        self.embeddings = EmbeddingQueue(embed_ctx, projector) if embed_ctx is not None else None
+        # admitted prompts with images: evaluated here, between runs of the C loop (text only)
+        self.media = MediaPrefill(projector, ctx, self.n_batch) if projector is not None else None
         if grp_attn_n < 1 or (grp_attn_n > 1 and (grp_attn_w % grp_attn_n or grp_attn_w < grp_attn_n)):
             raise ValueError("--grp-attn-w must be a multiple of --grp-attn-n")
         self.ga_n = grp_attn_n   # self-extend (group attention); 1 = off
@@ -312,6 +316,8 @@ class Scheduler:
             await self._apply_system_prompt(loop)
         if self._system_pending is None:   # new work waits for a pending system prompt
             self._admit()
+        if self.media is not None and self.media.pending:
+            await self._prefill_media(loop)
         worked = False
         if self.embeddings is not None and self.embeddings.jobs:
             await self._embedding_step(loop)
@@ -525,14 +531,41 @@ class Scheduler:
                 if not slot.prompt_tokens:   # an empty prompt: nothing to evaluate, an empty result (as llama.cpp)
                     self.publisher.finish(slot)
                     continue
-                self.gen.add(slot.id, slot.sampler, slot.prompt_tokens, slot.n_past, slot.n_ctx, slot.n_keep,
-                             slot.n_predict, [s.encode("utf-8") for s in task.params.stop])
+                if self.media is not None and self.media.needs(slot):
+                    self.media.pending.append(slot)     # its images first (_prefill_media)
+                    continue
+                self._hand_to_loop(slot)
             except Exception as exc:
                 if not isinstance(exc, LlamacyError):
                     log.error("starting task %d failed", task.id, exc_info=exc)
                 slot.release()
                 task.push(_internal_error(exc, "starting the request"))
         self.queue = waiting
+
+    def _hand_to_loop(self, slot: Slot) -> None:
+        """The C loop takes the slot's prompt from its cached prefix on, and generates."""
+        self.gen.add(slot.id, slot.sampler, slot.prompt_tokens, slot.n_past, slot.n_ctx, slot.n_keep,
+                     slot.n_predict, [s.encode("utf-8") for s in slot.task.params.stop])
+
+    async def _prefill_media(self, loop) -> None:
+        """Evaluate admitted prompts' images (and the text before them) into their slots on the
+        engine thread (serving/multimodal.py), then hand each slot to the C loop for its text tail."""
+        slots, self.media.pending = self.media.pending, []
+        for slot in slots:
+            if slot.task is None:
+                continue
+            job = self.media.job(slot)
+            try:
+                await loop.run_in_executor(self._executor, self.media.run, job)
+                self.media.done(slot, job, self.stats)
+                if slot.task.cancelled:     # the client left while its images were evaluated
+                    self.publisher.finish(slot, notify=False)
+                else:
+                    self._hand_to_loop(slot)
+            except Exception as exc:
+                self._fail_step("evaluating the prompt's images", [slot.id], exc)
+            else:
+                self._consecutive_failures = 0
 
     # --- embeddings ----------------------------------------------------------------------
     async def _embedding_step(self, loop) -> None:

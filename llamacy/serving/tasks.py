@@ -30,6 +30,7 @@ class CompletionParams:
     id_slot: int = -1
     prompt: Any = ""                 # as the client sent it, echoed in results
     with_system_prompt: bool = True  # start from the shared system prompt, if any
+    media: Any = None                # serving.multimodal.MediaPrompt: the prompt's images (placeholders in prompt_tokens)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class EmbeddingParams:
     """The inputs of one embedding request, each already tokenized (one vector, or one per token, each)."""
 
     inputs: list[list[int]]
+    media: list | None = None        # per input: its MediaPrompt (images), or None for text only
 
 
 @dataclass
