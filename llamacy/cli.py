@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NUMA optimisation strategy")
     g.add_argument("--lora", action="append", default=[], help="apply a LoRA adapter (implies --no-mmap)")
     g.add_argument("--lora-base", help="base model for the LoRA layers")
-    g.add_argument("--mmproj", help="multimodal projector file (LLaVA)")
+    g.add_argument("--mmproj", help="multimodal projector (mmproj GGUF): images in prompts, through libmtmd")
     g = p.add_argument_group("context")
     g.add_argument("-c", "--ctx-size", type=int, default=512, help="prompt context size (default: 512)")
     g.add_argument("-b", "--batch-size", type=int, default=2048, help="logical batch size (default: 2048)")

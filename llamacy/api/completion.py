@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from llamacy.api.fields import get_bool, get_float, get_int, get_str, get_str_list, require_object
+from llamacy.api.images import tokenize_with_images
 from llamacy.engine.sampling_params import SAMPLER_NAMES, SamplingParams
 from llamacy.errors import InvalidRequestError
 from llamacy.serving.slots import SlotSnapshot
@@ -153,15 +154,15 @@ def parse_sampling(body: dict, vocab, defaults: SamplingParams | None = None) ->
 
 
 def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int = -1,
-                     grammar_from_schema=None) -> CompletionParams:
-    """Validate a /completion body. ``grammar_from_schema`` turns ``json_schema`` into GBNF."""
+                     grammar_from_schema=None, vision=None) -> CompletionParams:
+    """Validate a /completion body. ``grammar_from_schema`` turns ``json_schema`` into GBNF;
+    ``vision`` (api.images.Vision, with --mmproj) takes ``image_data``."""
     body = require_object(body)
     if "prompt" not in body:
         raise InvalidRequestError("'prompt' is required")
-    if body.get("image_data"):
-        raise InvalidRequestError("'image_data' needs a multimodal model: multimodal input is not supported")
     prompt = body["prompt"]
-    tokens = tokenize_prompt(vocab, prompt, add_bos=add_bos)
+    with_images = tokenize_with_images(vision, body, prompt, add_bos=add_bos)
+    tokens, media = with_images or (tokenize_prompt(vocab, prompt, add_bos=add_bos), None)
     sampling = parse_sampling(body, vocab)
     schema = body.get("json_schema")
     if schema is not None and not sampling.grammar:
@@ -178,6 +179,7 @@ def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int 
         cache_prompt=get_bool(body, "cache_prompt", False),
         id_slot=get_int(body, "id_slot", get_int(body, "slot_id", -1, lo=-1), lo=-1),
         prompt=prompt,
+        media=media,
     )
 
 

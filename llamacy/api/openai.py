@@ -11,6 +11,7 @@ from typing import Any
 from llamacy.api.chat import ChatDelta, ChatMessage, ChatOptions, ChatPrompt, OutputSpec, render_chat
 from llamacy.api.completion import parse_sampling, timings_json, tokenize_prompt
 from llamacy.api.fields import get_bool, get_int, get_str, get_str_list, require_object
+from llamacy.api.images import chat_images
 from llamacy.api.limits import DEFAULT_LIMITS
 from llamacy.api.reasoning import REASONING_FORMATS
 from llamacy.api.tool_calls import ChatTools, ToolCall, ToolSpec
@@ -152,11 +153,15 @@ def chat_prompt(body: Any, chat_template, defaults: ChatDefaults) -> ChatPrompt:
 
 
 def parse_chat(body: Any, vocab, chat_template, *, add_bos: bool, grammar_from_schema,
-               defaults: ChatDefaults = ChatDefaults()) -> ChatRequest:
+               defaults: ChatDefaults = ChatDefaults(), vision=None) -> ChatRequest:
+    """``vision`` (api.images.Vision, with --mmproj) takes ``image_url`` content parts."""
     body = require_object(body)
     _check_n(body)
-    chat = chat_prompt(body, chat_template, defaults)
+    messages, images = chat_images(body.get("messages"), vision)
+    chat = render_chat(chat_template, messages, chat_options(body, defaults))
     params = _params(body, vocab, chat.prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=True)
+    if images:
+        params.prompt_tokens, params.media = vision.tokenize(chat.prompt, images, add_special=add_bos)
     if chat.grammar:
         if params.sampling.grammar:
             raise InvalidRequestError("this 'tool_choice' constrains the output to tool calls: it can't be combined "
@@ -300,7 +305,10 @@ def completions_chunk(*, id: str, model: str, created: int, text: str, finish: s
             "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}]}
 
 
-def models_list(model_id: str, *, n_ctx_train: int, n_vocab: int, n_params: int, size: int) -> dict:
+def models_list(model_id: str, *, n_ctx_train: int, n_vocab: int, n_params: int, size: int,
+                vision: bool = False) -> dict:
+    """``capabilities`` as llama.cpp names them: "multimodal" when the model accepts images (--mmproj)."""
     return {"object": "list", "data": [{
         "id": model_id, "object": "model", "created": int(time.time()), "owned_by": "llamacy",
+        "capabilities": ["completion", "multimodal"] if vision else ["completion"],
         "meta": {"n_ctx_train": n_ctx_train, "n_vocab": n_vocab, "n_params": n_params, "size": size}}]}

@@ -62,8 +62,11 @@ SAMPLING = {
     "dry_allowed_length": {"type": "integer", "minimum": 0}, "dry_penalty_last_n": {"type": "integer", "minimum": -1},
     "dry_sequence_breakers": _arr({"type": "string", "minLength": 1, "maxLength": 40}, minItems=1, maxItems=16),
 }
+# images (--mmproj): each named in the prompt by an [img-ID] marker
+IMAGE_DATA = _arr(_obj({"data": {"type": "string", "contentEncoding": "base64"},
+                        "id": {"type": "integer", "minimum": 0, "maximum": 999999999}}, ("data", "id")), maxItems=16)
 COMPLETION_OPTIONS = {
-    **SAMPLING,
+    **SAMPLING, "image_data": IMAGE_DATA,
     "n_predict": {"type": "integer", "minimum": -1}, "n_keep": {"type": "integer", "minimum": -1},
     "stop": STOP, "stream": _BOOL, "cache_prompt": _BOOL, "id_slot": {"type": "integer", "minimum": -1},
     "system_prompt": _obj({"prompt": _STR, "anti_prompt": _STR, "assistant_name": _STR}),
@@ -90,7 +93,11 @@ COMPLETION_RESULT = _obj({
 }, ("content", "id_slot", "stop", "model", "tokens_predicted", "tokens_evaluated", "generation_settings",
     "truncated", "stopped_eos", "stopped_word", "stopped_limit", "stopping_word", "tokens_cached", "timings"))
 
-MESSAGE = _obj({"role": _STR, "content": {"anyOf": [_STR, {"type": "null"}, _arr({"type": "object"})]},
+TEXT_PART = _obj({"type": {"const": "text"}, "text": _STR}, ("type", "text"))
+IMAGE_PART = _obj({"type": {"const": "image_url"},      # a data: URL (base64); remote URLs are refused
+                   "image_url": _obj({"url": {"type": "string", "pattern": "^data:"}}, ("url",))},
+                  ("type", "image_url"))
+MESSAGE = _obj({"role": _STR, "content": {"anyOf": [_STR, {"type": "null"}, _arr({"anyOf": [TEXT_PART, IMAGE_PART]})]},
                 "tool_calls": {"anyOf": [_arr({"type": "object"}), {"type": "null"}]}, "tool_call_id": {},
                 "name": {}},
                ("role",))
@@ -199,14 +206,16 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
         tags=("native",))}
     models = {"get": _op("The served model, OpenAI style", _responses(_obj({
         "object": {"const": "list"}, "data": _arr(_obj({"id": _STR, "object": {"const": "model"}, "created": _INT,
-                                                         "owned_by": _STR, "meta": {"type": "object"}},
+                                                         "owned_by": _STR, "meta": {"type": "object"},
+                                                         "capabilities": _arr(_STR)},
                                                         ("id", "object")))}, ("object", "data"))), tags=("openai",))}
     embedding = {"post": _op(
         "Embed text (the spec's /embedding; --embeddings)",
         _responses({"anyOf": [_obj({"embedding": {"anyOf": [VECTOR, _arr(VECTOR)]}}, ("embedding",)),
                               _arr(_obj({"index": _INT, "embedding": {"anyOf": [VECTOR, _arr(VECTOR)]}},
                                         ("index", "embedding")))]}),
-        body=_body(_obj({"content": {"anyOf": [PROMPT, _arr(_STR)]}}, ("content",))), tags=("native",))}
+        body=_body(_obj({"content": {"anyOf": [PROMPT, _arr(_STR)]}, "image_data": IMAGE_DATA}, ("content",))),
+        tags=("native",))}
     rerank = {"post": _op(
         "Score documents against a query (--reranking)",
         _responses({"anyOf": [

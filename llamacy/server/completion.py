@@ -21,7 +21,8 @@ class CompletionHandler(BaseHandler):
 
     def parse(self, body: dict, add_bos: bool):
         st = self.state
-        return parse_completion(body, st.model.vocab, add_bos=add_bos, grammar_from_schema=st.grammar_from_schema)
+        return parse_completion(body, st.model.vocab, add_bos=add_bos, grammar_from_schema=st.grammar_from_schema,
+                                vision=st.vision)
 
     async def post(self) -> None:
         st = self.state
@@ -45,7 +46,8 @@ class CompletionHandler(BaseHandler):
         if st.config.verbose:   # -v: the tokenized prompt
             pieces = st.model.vocab.pieces
             log.debug("completion request: %d prompt tokens: %s, pieces: %s", len(params.prompt_tokens),
-                      params.prompt_tokens, [pieces[t].decode("utf-8", "replace") for t in params.prompt_tokens])
+                      params.prompt_tokens, [pieces[t].decode("utf-8", "replace") if t >= 0 else "<image>"
+                                             for t in params.prompt_tokens])    # < 0: an image's position
         self.task = st.scheduler.submit(Task(params), system_prompt=system_prompt)
         return self.task
 

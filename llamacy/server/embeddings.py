@@ -11,6 +11,7 @@ import numpy as np
 
 from llamacy.api.completion import tokenize_prompt
 from llamacy.api.fields import get_str
+from llamacy.api.images import tokenize_with_images
 from llamacy.errors import InvalidRequestError, NotSupportedError
 from llamacy.server.base import BaseHandler
 from llamacy.serving.tasks import EmbeddingParams, EmbeddingResult, EmbeddingResults, Task
@@ -54,9 +55,27 @@ class _EmbeddingHandler(BaseHandler):
     async def embed(self, inputs: list) -> list[EmbeddingResult]:
         return await self.embed_tokens(await self.off_loop(self.tokenize_inputs, inputs))
 
-    async def embed_tokens(self, token_lists: list[list[int]]) -> list[EmbeddingResult]:
+    def tokenize_with_images(self, body: dict, content) -> tuple[list[int], object] | None:
+        """``content`` with ``image_data`` ([img-N] markers): its tokens (image placeholders
+        included) and images, within the same limits as text; None when ``image_data`` is empty."""
+        st = self.state
+        with_images = tokenize_with_images(st.vision, body, content, add_bos=True, field="content")
+        if with_images is None:
+            return None
+        if st.embed_ctx.pooling == "none":
+            raise InvalidRequestError("'image_data' needs pooled embeddings: it is not supported with --pooling none")
+        tokens, media = with_images
+        n_max = st.embed_ctx.n_ubatch
+        if len(tokens) > n_max:
+            raise InvalidRequestError(f"the content with its images has {len(tokens)} tokens, more than the physical "
+                                      f"batch size ({n_max}); raise --ubatch-size")
+        if media.end >= len(tokens):
+            raise InvalidRequestError("the content ends with an image: put at least one text token after it")
+        return tokens, media
+
+    async def embed_tokens(self, token_lists: list[list[int]], media: list | None = None) -> list[EmbeddingResult]:
         """Run already tokenized inputs (each within the limits) as one request of the queue."""
-        self.task = self.state.scheduler.submit(Task(EmbeddingParams(token_lists)))
+        self.task = self.state.scheduler.submit(Task(EmbeddingParams(token_lists, media)))
         async for ev in self.task.events():
             if isinstance(ev, EmbeddingResults):
                 return ev.items
@@ -77,6 +96,14 @@ class EmbeddingHandler(_EmbeddingHandler):
         content = body.get("content", body.get("input"))
         if content is None:
             raise InvalidRequestError("'content' is required")
+        if body.get("image_data") is not None:
+            with_images = await self.off_loop(self.tokenize_with_images, body, content)
+            if with_images is not None:
+                tokens, media = with_images
+                results = await self.embed_tokens([tokens], [media])
+                if results:
+                    self.write_json({"embedding": self._vec(results[0])})
+                return
         if isinstance(content, list) and content and all(isinstance(c, str) for c in content) and len(content) > 1:
             results = await self.embed(content)
             if results:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from llamacy.api.completion import parse_completion
 from llamacy.api.fields import get_str
+from llamacy.api.images import tokenize_with_images
 from llamacy.errors import InvalidRequestError
 from llamacy.server.completion import CompletionHandler
 
@@ -29,10 +30,16 @@ class InfillHandler(CompletionHandler):
         prefix = get_str(body, "input_prefix", "")
         suffix = get_str(body, "input_suffix", "")
         extra = get_str(body, "prompt", "")
+        # images ([img-N] markers with image_data) go in the text after the FIM middle token
+        with_images = tokenize_with_images(st.vision, body, extra, add_bos=False)
         tokens = infill_tokens(st.model.vocab, prefix, suffix, spm=st.config.spm_infill, add_bos=add_bos,
-                               extra=extra)
-        params = parse_completion({**body, "prompt": tokens}, st.model.vocab, add_bos=False,
+                               extra="" if with_images else extra)
+        params = parse_completion({**body, "prompt": tokens, "image_data": None}, st.model.vocab, add_bos=False,
                                   grammar_from_schema=st.grammar_from_schema)
+        if with_images:
+            extra_tokens, media = with_images
+            params.prompt_tokens = tokens + extra_tokens
+            params.media = media.shifted(len(tokens))
         params.prompt = extra
         return params
 

@@ -48,6 +48,7 @@ class PropsHandler(BaseHandler):
             "default_generation_settings": generation_settings(None, model=st.model_name, n_ctx=sch.n_ctx_slot,
                                                                n_predict=st.config.n_predict),
             "total_slots": sch.n_parallel,
+            "modalities": {"vision": st.vision is not None, "audio": False},   # images with --mmproj
             "chat_template": st.chat_template.source if st.chat_template else "",
             "engine": st.engine_info,     # backends, the CPU variant in use, devices (llamacy's addition)
         })

@@ -68,7 +68,8 @@ class ChatCompletionsHandler(_OpenAIHandler):
     def parse(self, body: dict, add_bos: bool):
         st = self.state
         request = oai.parse_chat(body, st.model.vocab, st.chat_template, add_bos=add_bos,
-                                 grammar_from_schema=st.grammar_from_schema, defaults=st.chat_defaults)
+                                 grammar_from_schema=st.grammar_from_schema, defaults=st.chat_defaults,
+                                 vision=st.vision)
         self.output = ChatOutputParser(request.output)
         self.n_calls_sent = 0
         return request.params
@@ -124,7 +125,7 @@ class ModelsHandler(BaseHandler):
         st.require_ready()
         m = st.model
         self.write_json(oai.models_list(st.model_name, n_ctx_train=m.n_ctx_train, n_vocab=m.n_vocab,
-                                        n_params=m.n_params, size=m.size))
+                                        n_params=m.n_params, size=m.size, vision=st.vision is not None))
 
 
 class ApplyTemplateHandler(BaseHandler):

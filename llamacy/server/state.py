@@ -45,6 +45,7 @@ class ServerState:
     parse_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="llamacy-parse"))
     engine_info: dict = field(default_factory=dict)   # backends.report(): CPU variant, devices
+    vision = None                        # api.images.Vision with --mmproj: the model accepts images
 
     @property
     def model_name(self) -> str:
@@ -83,6 +84,10 @@ class ServerState:
         """Limits and the grammar, checked before a request may change anything."""
         from llamacy.engine.sampling import validate_grammar
         check_completion_limits(params, self.limits)
+        if params.media is not None:    # prompts with images are never truncated: one too long is a 400 now
+            from llamacy.serving.multimodal import check_fits
+            n_system = len(self.scheduler.system_tokens) if params.with_system_prompt else 0
+            check_fits(params.prompt_tokens, params.media, self.scheduler.n_ctx_slot - n_system)
         if params.sampling.grammar:
             validate_grammar(self.model, params.sampling.grammar)
 
@@ -147,8 +152,6 @@ def load_engine(state: ServerState) -> None:
     if c.n_gpu_layers and not backends.gpu_devices() and not c.rpc_servers:
         log.warning("-ngl %d: no GPU device on this machine and no --rpc servers; the model runs on the CPU",
                     c.n_gpu_layers)
-    if c.mmproj:
-        log.warning("--mmproj %s ignored: multimodal input (image_data) is not supported by llamacy", c.mmproj)
     if c.lora_base:
         log.warning("--lora-base %s ignored: the engine applies LoRA adapters to the loaded model itself",
                     c.lora_base)
@@ -188,13 +191,40 @@ def load_engine(state: ServerState) -> None:
                             n_threads_batch=c.threads_batch, pooling=pooling, embeddings=True, kv_unified=True,
                             type_k=c.cache_type_k, type_v=c.cache_type_v)
     state.embed_ctx = embed_ctx
+    projector = load_projector(c, model) if c.mmproj else None
     state.scheduler = Scheduler(model, ctx, n_parallel=c.n_parallel, n_batch=c.n_batch, n_predict=c.n_predict,
                                 embed_ctx=embed_ctx, grp_attn_n=c.grp_attn_n, grp_attn_w=c.grp_attn_w,
-                                max_queued=c.queue_max, max_n_probs=c.max_n_probs, faults=state.faults)
+                                max_queued=c.queue_max, max_n_probs=c.max_n_probs, faults=state.faults,
+                                projector=projector)
+    if projector is not None:
+        from llamacy.api.images import Vision
+        state.vision = Vision(projector)
     if c.system_prompt_file:
         state.set_system_prompt(read_system_prompt_file(c.system_prompt_file))
     log.info("model loaded: %s (%s, n_ctx %d, %d slots of %d)", os.path.basename(path), model.desc, ctx.n_ctx,
              c.n_parallel, ctx.n_ctx // c.n_parallel)
+
+
+def load_projector(c: ServerConfig, model):
+    """--mmproj: the multimodal projector, on the GPU when layers are (-ngl); ModelLoadError naming
+    the file and libmtmd's reason when it is missing, not a projector, or made for another model."""
+    from llamacy.engine.multimodal import Projector
+    from llamacy.errors import ModelLoadError
+    if not os.path.isfile(c.mmproj):
+        raise ModelLoadError(f"--mmproj {c.mmproj}: no such file")
+    if c.grp_attn_n > 1:    # self-extend regroups positions the images were placed at
+        raise ModelLoadError("--mmproj cannot be combined with --grp-attn-n (self-extend)")
+    n_threads = c.threads_batch if c.threads_batch > 0 else c.threads    # encoding an image is batch work
+    projector = Projector(model, c.mmproj, use_gpu=c.n_gpu_layers != 0, n_threads=n_threads, verbose=c.verbose)
+    if not projector.supports_vision:
+        projector.close()
+        raise ModelLoadError(f"--mmproj {c.mmproj}: the projector has no vision encoder (only images are supported)")
+    if projector.uses_mrope:
+        projector.close()
+        raise ModelLoadError(f"--mmproj {c.mmproj}: the model places images with M-RoPE (e.g. Qwen2-VL), which "
+                             "llamacy does not support")
+    log.info("multimodal projector loaded: %s (images: %s)", c.mmproj, "GPU" if c.n_gpu_layers else "CPU")
+    return projector
 
 
 def log_engine(info: dict) -> None:
