@@ -112,8 +112,17 @@ function loadConversation() {
   const list = readJSON('localStorage', STORAGE_CONVERSATION, []);
   if (!Array.isArray(list)) return [];
   return list
-    .filter((m) => m && (m.role === 'user' || m.role === 'assistant') && typeof m.content === 'string')
+    .filter((m) => m && (m.role === 'user' || m.role === 'assistant') && validContent(m.content))
     .map((m) => ({ role: m.role, content: m.content }));
+}
+
+/** A stored message's content: text, or text and image parts (data: URLs only). */
+function validContent(content) {
+  if (typeof content === 'string') return true;
+  return Array.isArray(content) && content.every((part) => part && (
+    (part.type === 'text' && typeof part.text === 'string')
+    || (part.type === 'image_url' && typeof part.image_url?.url === 'string'
+        && part.image_url.url.startsWith('data:image/'))));
 }
 
 function saveSettings() {
@@ -238,7 +247,72 @@ const els = {
   keyForm: $('api-key-form'),
   keyLabel: $('api-key-label'),
   keyInput: $('api-key-input'),
+  attach: $('attach'),
+  imageInput: $('image-input'),
+  attachments: $('attachments'),
 };
+
+// ---------------------------------------------------------------------------
+// Images (a model served with --mmproj: /props says modalities.vision)
+// ---------------------------------------------------------------------------
+
+let visionEnabled = false;
+/** data: URLs of the images to send with the next chat message */
+let pendingImages = [];
+
+function setVision(enabled) {
+  visionEnabled = enabled;
+  if (!enabled) setPendingImages([]);
+  showAttach();
+}
+
+/** Images go with chat messages only: the button and the attached images show in chat mode. */
+function showAttach() {
+  const chatMode = state.mode === 'chat';
+  els.attach.hidden = !(visionEnabled && chatMode);
+  els.attachments.hidden = !chatMode || pendingImages.length === 0;
+}
+
+function setPendingImages(images) {
+  pendingImages = images;
+  els.attachments.replaceChildren(...images.map((url, index) => {
+    const item = document.createElement('div');
+    const img = document.createElement('img');
+    img.src = url;
+    img.alt = `attached image ${index + 1}`;
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.className = 'secondary';
+    remove.textContent = 'Remove';
+    remove.addEventListener('click', () => setPendingImages(pendingImages.filter((_, i) => i !== index)));
+    item.append(img, remove);
+    return item;
+  }));
+  showAttach();
+}
+
+function readAsDataURL(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+async function attachFiles(files) {
+  const images = [...files].filter((file) => file.type.startsWith('image/'));
+  if (!visionEnabled || images.length === 0) return false;
+  const urls = await Promise.all(images.map(readAsDataURL));
+  setPendingImages([...pendingImages, ...urls]);
+  return true;
+}
+
+/** The text of a message's content: a string, or the text parts of a content-part list. */
+function contentText(content) {
+  if (!Array.isArray(content)) return content;
+  return content.filter((part) => part.type === 'text').map((part) => part.text).join('\n');
+}
 
 function showError(message) {
   els.error.textContent = message;
@@ -273,7 +347,19 @@ function atBottom(el) {
 function createMessageElement(message) {
   const div = document.createElement('div');
   div.className = `message ${message.role}`;
-  div.textContent = message.content; // plain text only
+  if (Array.isArray(message.content)) {
+    // images first, then the text (plain text only)
+    for (const part of message.content) {
+      if (part.type !== 'image_url') continue;
+      const img = document.createElement('img');
+      img.src = part.image_url.url;
+      img.alt = 'image';
+      div.append(img);
+    }
+    div.append(document.createTextNode(contentText(message.content)));
+  } else {
+    div.textContent = message.content; // plain text only
+  }
   return div;
 }
 
@@ -290,6 +376,7 @@ function setMode(mode) {
   els.panelChat.hidden = !chatMode;
   els.panelCompletion.hidden = chatMode;
   els.chatInput.hidden = !chatMode;
+  showAttach();
   document.body.dataset.mode = mode;
   saveSettings();
 }
@@ -441,8 +528,16 @@ async function sendChat() {
   }
 
   const conversation = state.messages;
-  const userMessage = { role: 'user', content: text };
+  const images = pendingImages;
+  const userMessage = {
+    role: 'user',
+    content: images.length === 0 ? text : [
+      ...images.map((url) => ({ type: 'image_url', image_url: { url } })),
+      { type: 'text', text },
+    ],
+  };
   conversation.push(userMessage);
+  setPendingImages([]);
 
   const requestMessages = conversation.map(({ role, content }) => ({ role, content }));
   const system = state.settings.system_prompt.trim();
@@ -482,6 +577,7 @@ async function sendChat() {
     userEl.remove();
     assistantEl.remove();
     if (els.chatInput.value === '') els.chatInput.value = text;
+    if (pendingImages.length === 0) setPendingImages(images);
   }
   if (conversation === state.messages) saveConversation();
   if (result.error) reportError(result.error, send);
@@ -577,6 +673,7 @@ async function loadModelInfo() {
     if (model) parts.push(model);
     if (settings.n_ctx) parts.push(`ctx ${settings.n_ctx}`);
     els.modelName.textContent = parts.join(' · ');
+    setVision(props.modalities?.vision === true);
   } catch (error) {
     if (error && error.status === 401) {
       askForApiKey(error.message, loadModelInfo);
@@ -616,6 +713,18 @@ els.send.addEventListener('click', send);
 els.stop.addEventListener('click', stop);
 els.newChat.addEventListener('click', newChat);
 
+els.attach.addEventListener('click', () => els.imageInput.click());
+els.imageInput.addEventListener('change', async () => {
+  await attachFiles(els.imageInput.files);
+  els.imageInput.value = '';
+});
+els.chatInput.addEventListener('paste', async (event) => {
+  const files = event.clipboardData ? event.clipboardData.files : [];
+  if (visionEnabled && files.length > 0 && [...files].some((f) => f.type.startsWith('image/'))) {
+    event.preventDefault();
+    await attachFiles(files);
+  }
+});
 els.chatInput.addEventListener('keydown', (event) => {
   // Enter sends; Shift+Enter inserts a newline; don't interfere with IME composition.
   if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
