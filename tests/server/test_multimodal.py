@@ -173,6 +173,19 @@ def test_cache_prompt_reuses_a_prefix_with_the_same_image(server):
     assert top_probs(other) == top_probs(complete(server, images={12: BLUE}, id_slot=0))
 
 
+def test_a_context_shift_keeps_the_image(server):
+    """n_keep 0: the shift may drop the text after the image, never the image (n_keep is raised to
+    its end), so the image's KV stays reusable and gives the results of a fresh run."""
+    res = complete(server, images={12: RED}, id_slot=1, cache_prompt=True, n_keep=0, n_predict=520,
+                   ignore_eos=True, n_probs=0)
+    assert res["tokens_predicted"] == 520 and res["truncated"] is True
+    assert "context shift" in server.log()
+    again = complete(server, images={12: RED}, id_slot=1, cache_prompt=True)
+    n_before_text = len(server.post("/tokenize", json={"content": "USER:"}).json()["tokens"]) + N_IMAGE
+    assert 1 <= again["timings"]["prompt_n"] <= again["tokens_evaluated"] - n_before_text
+    assert top_probs(again) == top_probs(complete(server, images={12: RED}, id_slot=0))
+
+
 # --- concurrency and slot files ----------------------------------------------------------
 
 def test_images_in_concurrent_slots(server):
