@@ -12,6 +12,7 @@ PASS/FAIL/SKIP line per check:
   ts-uneven        -ts 3,1 moves layers from CUDA1 to CUDA0 compared with -ts 1,1   (2 GPUs)
   sm-row           -sm row -ts 1,1 uses the split (row) buffer type and serves, or — where
                    the engine's backend has no row-split buffers — start-up says so    (2 GPUs)
+  vision           an image through --mmproj with -ngl 99 counts the same tokens as with -ngl 0
   no-gpu           with no GPU visible (CUDA_VISIBLE_DEVICES=) the same package serves on the
                    CPU and logs the CUDA backend as skipped / without devices
 
@@ -273,6 +274,39 @@ def main() -> int:
         return bool(split) and bool(text), f"buffers {buf}; greedy output {'same as' if same else 'differs from'} 1 GPU"
 
     print("== gpu_check ==", flush=True)
+    def vision():
+        """An image through the projector with the model on the GPU, against the same on the CPU."""
+        import base64
+        import shutil
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        sys.path.insert(0, os.path.join(root, "tests"))
+        from images import N_IMAGE, png
+        d = tempfile.mkdtemp(prefix="gpu-check-vision-")
+        lm, proj = os.path.join(d, "tiny.gguf"), os.path.join(d, "mmproj.gguf")
+        try:
+            subprocess.run([sys.executable, os.path.join(root, "tools", "make_test_gguf.py"), lm, "--source", a.model,
+                            "--vision", proj], check=True, capture_output=True)
+            body = {"prompt": "USER:[img-1]Describe the image.\nASSISTANT:", "n_predict": 4, "temperature": 0,
+                    "image_data": [{"data": base64.b64encode(png(64, 48, (200, 30, 30), stripe=(0, 0, 255))).decode(),
+                                    "id": 1}]}
+            out = {}
+            for ngl in ("0", "99"):
+                srv = Server(lm, "--mmproj", proj, "-ngl", ngl)
+                try:
+                    req = urllib.request.Request(srv.url + "/completion", data=json.dumps(body).encode(),
+                                                 headers={"Content-Type": "application/json"})
+                    with urllib.request.urlopen(req, timeout=300) as r:
+                        out[ngl] = (json.loads(r.read())["tokens_evaluated"],
+                                    re.findall(r"CLIP using (\S+) backend", srv.log()), srv.buffers())
+                finally:
+                    srv.stop()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        (n_cpu, clip_cpu, _), (n_gpu, clip_gpu, buf_gpu) = out["0"], out["99"]
+        ok = n_cpu == n_gpu and n_gpu > N_IMAGE and buf_gpu.get("CUDA0", 0) > 0
+        return ok, f"tokens_evaluated CPU {n_cpu}, GPU {n_gpu} ({N_IMAGE} for the image); projector on " \
+                   f"{clip_cpu or '?'} / {clip_gpu or '?'}; model buffers {buf_gpu}"
+
     if not a.cpu_only:
         t.check("cuda-loaded", cuda_loaded)
     t.check("cpu-variant", cpu_variant)
@@ -284,6 +318,7 @@ def main() -> int:
         t.check("sm-layer-greedy", two_gpu(sm_layer_greedy))
         t.check("ts-uneven", two_gpu(ts_uneven))
         t.check("sm-row", two_gpu(sm_row))
+        t.check("vision", vision)
     return t.summary()
 
 
