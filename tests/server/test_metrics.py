@@ -77,9 +77,9 @@ def test_requests_processing_during_a_stream(server):
     r = server.post("/completion", json={"prompt": "Once upon a time", "n_predict": 200, "ignore_eos": True,
                                          "stream": True}, stream=True)
     try:
-        next(r.iter_lines())          # the first token is out: the request holds a slot
+        first = next(r.iter_lines())          # the first token is out: the request holds a slot
         _, values, _ = scrape(server)
-        assert values["llamacpp:requests_processing"] == 1
+        assert values["llamacpp:requests_processing"] == 1, (first, values)
     finally:
         r.close()
 
