@@ -153,7 +153,7 @@ def parse_sampling(body: dict, vocab, defaults: SamplingParams | None = None) ->
 
 
 def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int = -1,
-                     grammar_from_schema=None) -> CompletionParams:
+                     grammar_from_schema=None, sampling_defaults: SamplingParams | None = None) -> CompletionParams:
     """Validate a /completion body. ``grammar_from_schema`` turns ``json_schema`` into GBNF."""
     body = require_object(body)
     if "prompt" not in body:
@@ -162,7 +162,7 @@ def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int 
         raise InvalidRequestError("'image_data' needs a multimodal model: multimodal input is not supported")
     prompt = body["prompt"]
     tokens = tokenize_prompt(vocab, prompt, add_bos=add_bos)
-    sampling = parse_sampling(body, vocab)
+    sampling = parse_sampling(body, vocab, sampling_defaults)
     schema = body.get("json_schema")
     if schema is not None and not sampling.grammar:
         if grammar_from_schema is None:
@@ -189,9 +189,11 @@ def effective_n_predict(requested: int, server_limit: int) -> int:
     return server_limit if requested < 0 else min(requested, server_limit)
 
 
-def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n_predict: int = -1) -> dict:
-    """The spec's generation_settings object (also /props' default_generation_settings)."""
-    s = p.sampling if p else SamplingParams()
+def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n_predict: int = -1,
+                        defaults: SamplingParams | None = None) -> dict:
+    """The spec's generation_settings object (also /props' default_generation_settings); with
+    no request, the server's defaults."""
+    s = p.sampling if p else (defaults or SamplingParams())
     return {
         "n_ctx": n_ctx, "n_predict": p.n_predict if p else n_predict, "model": model, "seed": s.seed,
         "temperature": s.temperature, "dynatemp_range": s.dynatemp_range, "dynatemp_exponent": s.dynatemp_exponent,
@@ -223,12 +225,13 @@ def timings_json(t: Timings) -> dict:
     }
 
 
-def slot_json(snap: SlotSnapshot, *, model: str, n_predict: int) -> dict:
+def slot_json(snap: SlotSnapshot, *, model: str, n_predict: int, defaults: SamplingParams | None = None) -> dict:
     """One /slots entry: the request's generation settings (the defaults while idle) and its progress."""
     p = snap.params if isinstance(snap.params, CompletionParams) else None
     return {
-        **generation_settings(p, model=model, n_ctx=snap.n_ctx, n_predict=n_predict),
-        "id": snap.id, "task_id": snap.task_id, "state": int(snap.is_processing), "n_ctx": snap.n_ctx,
+        **generation_settings(p, model=model, n_ctx=snap.n_ctx, n_predict=n_predict, defaults=defaults),
+        "id": snap.id, "task_id": snap.task_id, "state": int(snap.is_processing), "is_processing": snap.is_processing,
+        "n_ctx": snap.n_ctx,
         "prompt": p.prompt if p is not None else "",
         "next_token": {"has_next_token": snap.has_next_token, "n_remain": snap.n_remain, "n_decoded": snap.n_decoded,
                        "stopped_eos": False, "stopped_limit": False, "stopped_word": False, "stopping_word": ""},

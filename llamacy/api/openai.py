@@ -14,6 +14,7 @@ from llamacy.api.fields import get_bool, get_int, get_str, get_str_list, require
 from llamacy.api.limits import DEFAULT_LIMITS
 from llamacy.api.reasoning import REASONING_FORMATS
 from llamacy.api.tool_calls import ChatTools, ToolCall, ToolSpec
+from llamacy.engine.sampling_params import SamplingParams
 from llamacy.errors import InvalidRequestError
 from llamacy.serving.tasks import CompletionParams, Final, TokenProbs
 
@@ -152,11 +153,12 @@ def chat_prompt(body: Any, chat_template, defaults: ChatDefaults) -> ChatPrompt:
 
 
 def parse_chat(body: Any, vocab, chat_template, *, add_bos: bool, grammar_from_schema,
-               defaults: ChatDefaults = ChatDefaults()) -> ChatRequest:
+               defaults: ChatDefaults = ChatDefaults(), sampling_defaults: SamplingParams | None = None) -> ChatRequest:
     body = require_object(body)
     _check_n(body)
     chat = chat_prompt(body, chat_template, defaults)
-    params = _params(body, vocab, chat.prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=True)
+    params = _params(body, vocab, chat.prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=True,
+                     sampling_defaults=sampling_defaults)
     if chat.grammar:
         if params.sampling.grammar:
             raise InvalidRequestError("this 'tool_choice' constrains the output to tool calls: it can't be combined "
@@ -165,7 +167,8 @@ def parse_chat(body: Any, vocab, chat_template, *, add_bos: bool, grammar_from_s
     return ChatRequest(params=params, output=chat.output)
 
 
-def parse_completions(body: Any, vocab, *, add_bos: bool, grammar_from_schema) -> CompletionParams:
+def parse_completions(body: Any, vocab, *, add_bos: bool, grammar_from_schema,
+                      sampling_defaults: SamplingParams | None = None) -> CompletionParams:
     body = require_object(body)
     if "prompt" not in body:
         raise InvalidRequestError("'prompt' is required")
@@ -175,12 +178,14 @@ def parse_completions(body: Any, vocab, *, add_bos: bool, grammar_from_schema) -
         prompt = prompt[0]  # OpenAI's batch form with a single prompt
     if isinstance(prompt, list) and any(isinstance(p, list) for p in prompt):
         raise InvalidRequestError("'prompt' with several prompts is not supported: send one per request")
-    return _params(body, vocab, prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=False)
+    return _params(body, vocab, prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=False,
+                   sampling_defaults=sampling_defaults)
 
 
-def _params(body: dict, vocab, prompt, *, add_bos: bool, grammar_from_schema, chat: bool) -> CompletionParams:
+def _params(body: dict, vocab, prompt, *, add_bos: bool, grammar_from_schema, chat: bool,
+            sampling_defaults: SamplingParams | None = None) -> CompletionParams:
     tokens = tokenize_prompt(vocab, prompt, add_bos=add_bos)
-    sampling = parse_sampling(body, vocab)
+    sampling = parse_sampling(body, vocab, sampling_defaults)
     sampling.n_probs = max(sampling.n_probs, _logprobs_request(body, chat=chat))
     grammar = response_format_grammar(body, grammar_from_schema)
     if grammar and not sampling.grammar:
@@ -300,7 +305,9 @@ def completions_chunk(*, id: str, model: str, created: int, text: str, finish: s
             "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}]}
 
 
-def models_list(model_id: str, *, n_ctx_train: int, n_vocab: int, n_params: int, size: int) -> dict:
+def models_list(model_id: str, *, n_ctx_train: int, n_vocab: int, n_params: int, size: int,
+                aliases: list[str] = (), tags: list[str] = ()) -> dict:
     return {"object": "list", "data": [{
         "id": model_id, "object": "model", "created": int(time.time()), "owned_by": "llamacy",
+        "aliases": list(aliases), "tags": list(tags),
         "meta": {"n_ctx_train": n_ctx_train, "n_vocab": n_vocab, "n_params": n_params, "size": size}}]}

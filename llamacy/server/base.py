@@ -39,7 +39,8 @@ class BaseHandler(tornado.web.RequestHandler):
         keys = self.state.config.api_keys
         if keys and not self.public and self.request.method != "OPTIONS":
             auth = self.request.headers.get("Authorization", "")
-            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            # Anthropic's clients send the key as X-Api-Key
+            token = auth[7:].strip() if auth[:7].lower() == "bearer " else self.request.headers.get("X-Api-Key", "")
             ok = False
             for key in keys:  # constant-time compare against every key
                 ok |= hmac.compare_digest(token.encode(), key.encode())
@@ -63,12 +64,15 @@ class BaseHandler(tornado.web.RequestHandler):
             self.state.metrics.observe(self)
 
     def set_default_headers(self) -> None:
-        self.set_header("Access-Control-Allow-Origin", "*")
-        self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
-        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        # as llama-server: the caller's origin reflected (any origin may call), any header
+        self.set_header("Access-Control-Allow-Origin", self.request.headers.get("Origin") or "*")
+        self.set_header("Access-Control-Allow-Credentials", "true")
+        self.set_header("Access-Control-Allow-Headers", "*")
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
 
     def options(self, *args) -> None:
-        self.set_status(204)
+        """A CORS preflight: 200 with the headers above, no key needed."""
+        self.set_status(200)
         self.finish()
 
     @property

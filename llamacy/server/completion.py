@@ -21,7 +21,8 @@ class CompletionHandler(BaseHandler):
 
     def parse(self, body: dict, add_bos: bool):
         st = self.state
-        return parse_completion(body, st.model.vocab, add_bos=add_bos, grammar_from_schema=st.grammar_from_schema)
+        return parse_completion(body, st.model.vocab, add_bos=add_bos, grammar_from_schema=st.grammar_from_schema,
+                                sampling_defaults=st.sampling_defaults)
 
     async def post(self) -> None:
         st = self.state

@@ -32,7 +32,7 @@ class InfillHandler(CompletionHandler):
         tokens = infill_tokens(st.model.vocab, prefix, suffix, spm=st.config.spm_infill, add_bos=add_bos,
                                extra=extra)
         params = parse_completion({**body, "prompt": tokens}, st.model.vocab, add_bos=False,
-                                  grammar_from_schema=st.grammar_from_schema)
+                                  grammar_from_schema=st.grammar_from_schema, sampling_defaults=st.sampling_defaults)
         params.prompt = extra
         return params
 

@@ -68,7 +68,8 @@ class ChatCompletionsHandler(_OpenAIHandler):
     def parse(self, body: dict, add_bos: bool):
         st = self.state
         request = oai.parse_chat(body, st.model.vocab, st.chat_template, add_bos=add_bos,
-                                 grammar_from_schema=st.grammar_from_schema, defaults=st.chat_defaults)
+                                 grammar_from_schema=st.grammar_from_schema, defaults=st.chat_defaults,
+                                 sampling_defaults=st.sampling_defaults)
         self.output = ChatOutputParser(request.output)
         self.n_calls_sent = 0
         return request.params
@@ -102,7 +103,8 @@ class CompletionsHandler(_OpenAIHandler):
     def parse(self, body: dict, add_bos: bool):
         st = self.state
         return oai.parse_completions(body, st.model.vocab, add_bos=add_bos,
-                                     grammar_from_schema=st.grammar_from_schema)
+                                     grammar_from_schema=st.grammar_from_schema,
+                                     sampling_defaults=st.sampling_defaults)
 
     def response(self, ev: Final, **kw) -> dict:
         return oai.completions_response(ev, **kw)
@@ -124,7 +126,8 @@ class ModelsHandler(BaseHandler):
         st.require_ready()
         m = st.model
         self.write_json(oai.models_list(st.model_name, n_ctx_train=m.n_ctx_train, n_vocab=m.n_vocab,
-                                        n_params=m.n_params, size=m.size))
+                                        n_params=m.n_params, size=m.size, aliases=st.aliases,
+                                        tags=list(st.config.tags)))
 
 
 class ApplyTemplateHandler(BaseHandler):

@@ -45,10 +45,18 @@ class ServerState:
     parse_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="llamacy-parse"))
     engine_info: dict = field(default_factory=dict)   # backends.report(): CPU variant, devices
+    sampling_defaults = None             # SamplingParams: the spec's defaults, with --temp, --seed, ...
+
+    @property
+    def aliases(self) -> list[str]:
+        """The model's names from --alias (comma-separated), sorted."""
+        return sorted({a.strip() for a in (self.config.alias or "").split(",") if a.strip()})
 
     @property
     def model_name(self) -> str:
-        return self.config.alias or self.model_path
+        """The model's id: its first alias in sorted order (as llama-server), else its path."""
+        aliases = self.aliases
+        return aliases[0] if aliases else self.model_path
 
     @property
     def limits(self) -> RequestLimits:
@@ -179,6 +187,7 @@ def load_engine(state: ServerState) -> None:
         c.chat_template, model.chat_template(),
         bos_token=vocab.token_text(vocab.bos) if vocab.bos >= 0 else "",
         eos_token=vocab.token_text(vocab.eos) if vocab.eos >= 0 else "")
+    state.sampling_defaults = server_sampling_defaults(c, model.vocab)
     state.model, state.ctx = model, ctx
     embed_ctx = None
     if c.embeddings:
@@ -195,6 +204,16 @@ def load_engine(state: ServerState) -> None:
         state.set_system_prompt(read_system_prompt_file(c.system_prompt_file))
     log.info("model loaded: %s (%s, n_ctx %d, %d slots of %d)", os.path.basename(path), model.desc, ctx.n_ctx,
              c.n_parallel, ctx.n_ctx // c.n_parallel)
+
+
+def server_sampling_defaults(c: ServerConfig, vocab):
+    """The sampling options of a request that sets none: the spec's defaults, with the
+    command line's --temp, --seed, ... (checked as a request's options are)."""
+    from llamacy.api.completion import parse_sampling
+    try:
+        return parse_sampling(dict(c.sampling), vocab)
+    except LlamacyError as exc:
+        raise ValueError(f"sampling flags: {exc.message}") from None
 
 
 def log_engine(info: dict) -> None:
