@@ -204,8 +204,8 @@ def _params(body: dict, vocab, prompt, *, add_bos: bool, grammar_from_schema, ch
 
 # --- responses ---------------------------------------------------------------------------
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(12)}"
+def new_id(prefix: str, sep: str = "-") -> str:
+    return f"{prefix}{sep}{secrets.token_hex(12)}"
 
 
 def finish_reason(ev: Final) -> str:

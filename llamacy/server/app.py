@@ -52,7 +52,8 @@ def make_app(state: ServerState) -> tornado.web.Application:
 def _optional_routes():
     """Route tables of the other endpoint groups, when their modules are present."""
     import importlib
-    for name in ("llamacy.server.openai", "llamacy.server.embeddings", "llamacy.server.rerank",
+    for name in ("llamacy.server.openai", "llamacy.server.anthropic", "llamacy.server.responses",
+                 "llamacy.server.embeddings", "llamacy.server.rerank",
                  "llamacy.server.metrics", "llamacy.server.infill"):
         try:
             mod = importlib.import_module(name)

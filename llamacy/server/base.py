@@ -142,13 +142,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
 
-    async def send_sse(self, obj) -> bool:
-        """Write one ``data:`` event; False if the client has gone — or has not taken what was
-        sent within the timeout (``-to``): then the connection is closed."""
+    async def send_sse(self, obj, event: str | None = None) -> bool:
+        """Write one ``data:`` event (named ``event``, if given); False if the client has gone — or
+        has not taken what was sent within the timeout (``-to``): then the connection is closed."""
         payload = obj if isinstance(obj, bytes) else orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
         if self.state.config.verbose:
             log.debug("response event %s: %s", self.request.path, payload.decode())
         try:
+            if event is not None:
+                self.write(b"event: " + event.encode() + b"\n")
             self.write(b"data: " + payload + b"\n\n")
             await asyncio.wait_for(self.flush(), self.state.config.timeout)
             return True

@@ -66,10 +66,7 @@ class ChatCompletionsHandler(_OpenAIHandler):
     id_prefix = "chatcmpl"
 
     def parse(self, body: dict, add_bos: bool):
-        st = self.state
-        request = oai.parse_chat(body, st.model.vocab, st.chat_template, add_bos=add_bos,
-                                 grammar_from_schema=st.grammar_from_schema, defaults=st.chat_defaults,
-                                 sampling_defaults=st.sampling_defaults)
+        request = self.state.parse_chat(body, add_bos)
         self.output = ChatOutputParser(request.output)
         self.n_calls_sent = 0
         return request.params
@@ -130,6 +127,16 @@ class ModelsHandler(BaseHandler):
                                         tags=list(st.config.tags)))
 
 
+class ChatInputTokensHandler(BaseHandler):
+    """POST /v1/chat/completions/input_tokens: the size of the prompt a chat request would run."""
+
+    async def post(self) -> None:
+        st = self.state
+        st.require_ready()
+        body = await self.off_loop(self.json_body)
+        self.write_json({"input_tokens": await self.off_loop(st.count_chat_tokens, body)})
+
+
 class ApplyTemplateHandler(BaseHandler):
     """POST /apply-template: the prompt a chat request would be given, without generating."""
 
@@ -144,6 +151,8 @@ class ApplyTemplateHandler(BaseHandler):
 ROUTES = [
     (r"/v1/chat/completions", ChatCompletionsHandler),
     (r"/chat/completions", ChatCompletionsHandler),
+    (r"/v1/chat/completions/input_tokens", ChatInputTokensHandler),
+    (r"/chat/completions/input_tokens", ChatInputTokensHandler),
     (r"/v1/completions", CompletionsHandler),
     (r"/v1/models", ModelsHandler),
     (r"/models", ModelsHandler),

@@ -117,6 +117,20 @@ class ServerState:
         return ChatDefaults(reasoning_format=c.reasoning_format, enable_thinking=c.reasoning_budget != 0,
                             max_schema_depth=c.max_schema_depth)
 
+    def parse_chat(self, body, add_bos: bool | None = None):
+        """A chat/completions body → ChatRequest (the prompt tokenized, how to read the output)."""
+        from llamacy.api.openai import parse_chat
+        return parse_chat(body, self.model.vocab, self.chat_template, add_bos=self.add_bos if add_bos is None else add_bos,
+                          grammar_from_schema=self.grammar_from_schema, defaults=self.chat_defaults,
+                          sampling_defaults=self.sampling_defaults)
+
+    def count_chat_tokens(self, body) -> int:
+        """How many tokens the prompt of a chat/completions body has (nothing is generated)."""
+        from llamacy.api.completion import tokenize_prompt
+        from llamacy.api.openai import chat_prompt
+        prompt = chat_prompt(body, self.chat_template, self.chat_defaults).prompt
+        return len(tokenize_prompt(self.model.vocab, prompt, add_bos=self.add_bos))
+
     @property
     def add_bos(self) -> bool:
         """The spec's BOS rule: only while no system prompt is set."""
