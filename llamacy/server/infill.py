@@ -24,6 +24,7 @@ def infill_tokens(vocab, prefix: str, suffix: str, *, spm: bool, add_bos: bool, 
 
 
 class InfillHandler(CompletionHandler):
+    multi_prompt = False    # 'prompt' is extra text after the middle token
     def parse(self, body: dict, add_bos: bool):
         st = self.state
         prefix = get_str(body, "input_prefix", "")

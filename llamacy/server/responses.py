@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from llamacy.api import responses
 from llamacy.api.chat import ChatOutputParser
+from llamacy.api.completion import RunningTimings, parse_response_options, progress_json, progress_timings_json
 from llamacy.api.fields import get_str
 from llamacy.errors import LlamacyError
 from llamacy.server.base import BaseHandler
 from llamacy.server.completion import CompletionHandler
-from llamacy.serving.tasks import Final, Partial
+from llamacy.serving.tasks import Final, Partial, Progress
 
 
 class ResponsesHandler(CompletionHandler):
@@ -18,6 +19,7 @@ class ResponsesHandler(CompletionHandler):
         body = await self.off_loop(self.json_body)
         request = await self.off_loop(st.parse_chat, responses.chat_body(body))
         params = request.params
+        options = parse_response_options(body)
         builder = responses.ResponseBuilder(model=get_str(body, "model", st.model_name))
         self.submit(params)
         output = ChatOutputParser(request.output)
@@ -28,10 +30,22 @@ class ResponsesHandler(CompletionHandler):
             return
         self.start_sse()
         events = builder.start()
+        running = RunningTimings(len(params.prompt_tokens))
         try:
             async for ev in self.task.events():
                 if isinstance(ev, Partial):
                     events += builder.feed(output.feed(ev.content))
+                    timings = running.add(ev)
+                    if options.timings_per_token:      # llama.cpp's telemetry on each text delta
+                        for name, data in events:
+                            if name == "response.output_text.delta":
+                                data["timings"] = timings
+                elif isinstance(ev, Progress):         # return_progress
+                    name, data = builder.progress()
+                    data["prompt_progress"] = progress_json(ev)
+                    if options.timings_per_token:
+                        data["timings"] = progress_timings_json(ev)
+                    events.append((name, data))
                 elif isinstance(ev, Final):
                     events += builder.feed(output.finish())
                     events += builder.finish(ev, output.message())

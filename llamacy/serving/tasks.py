@@ -30,6 +30,7 @@ class CompletionParams:
     id_slot: int = -1
     prompt: Any = ""                 # as the client sent it, echoed in results
     with_system_prompt: bool = True  # start from the shared system prompt, if any
+    return_progress: bool = False    # stream a Progress event per prompt batch
 
 
 @dataclass
@@ -48,10 +49,23 @@ class TokenProbs:
 
 @dataclass
 class Partial:
-    """Newly generated text (streamed); ``probs`` holds n_probs data for its tokens."""
+    """Newly generated text (streamed); ``probs`` holds n_probs data for its tokens, ``tokens``
+    the ids sampled since the last Partial."""
 
     content: str
     probs: list[TokenProbs]
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Progress:
+    """Prompt processing so far (``return_progress``): ``total`` prompt tokens, ``cache`` of them
+    reused from the slot's cache, ``processed`` (cache included) decoded by now."""
+
+    total: int
+    cache: int
+    processed: int
+    time_ms: float
 
 
 @dataclass
@@ -62,6 +76,7 @@ class Timings:
     prompt_ms: float
     n_predicted: int
     predicted_ms: float
+    n_cache: int = 0         # prompt tokens taken from the cache
 
 
 @dataclass
@@ -80,6 +95,7 @@ class Final:
     tokens_cached: int
     truncated: bool
     timings: Timings
+    tokens: list[int] = field(default_factory=list)    # the generated token ids
 
 
 @dataclass
