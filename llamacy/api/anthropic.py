@@ -102,7 +102,10 @@ def _tools(tools: Any) -> list[dict] | None:
     for i, t in enumerate(tools):
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise InvalidRequestError(f"tools[{i}] must be an object with a string 'name'")
-        fn = {"name": t["name"], "parameters": t.get("input_schema", {"type": "object", "properties": {}})}
+        schema = t.get("input_schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise InvalidRequestError(f"tools[{i}].input_schema must be a JSON Schema object")
+        fn = {"name": t["name"], "parameters": schema or {"type": "object", "properties": {}}}
         if t.get("description") is not None:
             fn["description"] = t["description"]
         out.append({"type": "function", "function": fn})

@@ -10,7 +10,7 @@ from typing import Any
 
 from llamacy.api.chat import ChatDelta, ChatMessage
 from llamacy.api.completion import timings_json
-from llamacy.api.fields import require_object
+from llamacy.api.fields import get_int, require_object
 from llamacy.api.openai import new_id
 from llamacy.errors import InvalidRequestError
 from llamacy.serving.tasks import Final
@@ -93,7 +93,10 @@ def _tools(tools: Any) -> list[dict] | None:
         if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(t.get("name"), str):
             raise InvalidRequestError(f"tools[{i}] must be {{\"type\": \"function\", \"name\": ...}} "
                                       "(built-in tools are not available)")
-        fn = {"name": t["name"], "parameters": t.get("parameters") or {"type": "object", "properties": {}}}
+        parameters = t.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InvalidRequestError(f"tools[{i}].parameters must be a JSON Schema object")
+        fn = {"name": t["name"], "parameters": parameters or {"type": "object", "properties": {}}}
         if t.get("description") is not None:
             fn["description"] = t["description"]
         out.append({"type": "function", "function": fn})
@@ -116,7 +119,7 @@ def chat_body(body: Any) -> dict:
     out: dict = {k: body[k] for k in _SAME if k in body}
     out["messages"] = messages
     if body.get("max_output_tokens") is not None:
-        out["max_tokens"] = body["max_output_tokens"]
+        out["max_tokens"] = get_int(body, "max_output_tokens", -1, lo=-1)
     tools = _tools(body.get("tools"))
     if tools:
         out["tools"] = tools
