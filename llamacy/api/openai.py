@@ -32,6 +32,14 @@ MAX_CHOICES = 16
 SYSTEM_FINGERPRINT = f"b{__version__}-llamacy"     # clients read a build id starting with "b"
 
 
+def include_usage(body: dict) -> bool:
+    """``stream_options.include_usage``: a last chunk with the usage of the whole request."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    return get_bool(require_object(options, "'stream_options'"), "include_usage", False)
+
+
 def parse_n(body: dict) -> int:
     """``n``: how many choices (each generated as a request of its own)."""
     return get_int(body, "n", 1, lo=1, hi=MAX_CHOICES)

@@ -40,6 +40,8 @@ PROMPT = {"anyOf": [_STR, _arr({"anyOf": [_STR, _TOKEN]})]}
 # /completion also takes today's prompt object and several prompts (one result each)
 PROMPT_OBJECT = {"type": "object", "properties": {"prompt_string": _STR, "multimodal_data": _arr(_STR)},
                  "required": ["prompt_string"]}
+# /v1/completions: one prompt (today's prompt object, or OpenAI's batch of one)
+OPENAI_PROMPT = {"anyOf": [_STR, PROMPT_OBJECT, _arr({"anyOf": [_STR, _TOKEN, _arr({"anyOf": [_STR, _TOKEN]})]})]}
 PROMPTS = {"anyOf": [_STR, PROMPT_OBJECT,
                      _arr({"anyOf": [_STR, _TOKEN, PROMPT_OBJECT, _arr({"anyOf": [_STR, _TOKEN]})]})]}
 STOP = {"anyOf": [_STR, _arr(_STR)]}
@@ -154,12 +156,15 @@ INPUT_TOKENS = _obj({"input_tokens": _INT}, ("input_tokens",))
 # Anthropic's Messages API (only what the converter enforces: unknown block types get a 400)
 ANTHROPIC_MESSAGE = _obj({"role": {"enum": ["user", "assistant"]},
                           "content": {"anyOf": [_STR, _arr({"type": "object"})]}}, ("role", "content"))
-ANTHROPIC_REQUEST = _obj({
+# what count_tokens reads (the prompt); a Messages request adds the generation options
+ANTHROPIC_PROMPT = {
     "messages": _arr(ANTHROPIC_MESSAGE), "system": {"anyOf": [_STR, _arr({"type": "object"})]},
-    "model": _STR, "max_tokens": {"type": "integer", "minimum": -1}, "stream": _BOOL, "stop_sequences": STOP,
-    "temperature": _NUM, "top_k": _INT, "top_p": {"type": "number", "minimum": 0, "maximum": 1},
     "tools": _arr(_obj({"name": _STR, "description": _STR, "input_schema": {"type": "object"}}, ("name",))),
     "thinking": _obj({"type": {"enum": ["enabled", "disabled", "adaptive"]}}, ("type",)),
+}
+ANTHROPIC_REQUEST = _obj({
+    **ANTHROPIC_PROMPT, "model": _STR, "max_tokens": {"type": "integer", "minimum": -1}, "stream": _BOOL,
+    "stop_sequences": STOP, "temperature": _NUM, "top_k": _INT, "top_p": {"type": "number", "minimum": 0, "maximum": 1},
 }, ("messages",))
 ANTHROPIC_RESPONSE = _obj({
     "id": _STR, "type": {"const": "message"}, "role": {"const": "assistant"}, "model": _STR,
@@ -170,13 +175,15 @@ ANTHROPIC_RESPONSE = _obj({
 }, ("id", "type", "role", "model", "content", "stop_reason", "usage"))
 
 # OpenAI's Responses API
-RESPONSES_REQUEST = _obj({
-    "input": {"anyOf": [_STR, _arr({"type": "object"})]}, "instructions": _STR, "model": _STR,
-    "max_output_tokens": {"type": "integer", "minimum": -1}, "stream": _BOOL, "temperature": _NUM,
-    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+# what input_tokens reads (the prompt); a Responses request adds the generation options
+RESPONSES_PROMPT = {
+    "input": {"anyOf": [_STR, _arr({"type": "object"})]}, "instructions": _STR,
+    "max_output_tokens": {"type": "integer", "minimum": -1},
     "tools": _arr(_obj({"type": {"const": "function"}, "name": _STR, "description": _STR,
                         "parameters": {"type": "object"}}, ("type", "name"))),
-}, ("input",))
+}
+RESPONSES_REQUEST = _obj({**RESPONSES_PROMPT, "model": _STR, "stream": _BOOL, "temperature": _NUM,
+                          "top_p": {"type": "number", "minimum": 0, "maximum": 1}}, ("input",))
 RESPONSES_RESPONSE = _obj({
     "id": _STR, "object": {"const": "response"}, "created_at": _INT, "status": _STR, "model": _STR,
     "output": _arr(_obj({"type": {"enum": ["message", "reasoning", "function_call"]}}, ("type",))),
@@ -249,13 +256,13 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
     messages = {"post": _op("Anthropic Messages API", _responses(ANTHROPIC_RESPONSE, stream=True),
                             body=_body(ANTHROPIC_REQUEST), tags=("anthropic",))}
     count_tokens = {"post": _op("Anthropic token count of a Messages request", _responses(INPUT_TOKENS),
-                                body=_body(ANTHROPIC_REQUEST), tags=("anthropic",))}
+                                body=_body(_obj(ANTHROPIC_PROMPT, ("messages",))), tags=("anthropic",))}
     responses = {"post": _op("OpenAI Responses API", _responses(RESPONSES_RESPONSE, stream=True),
                              body=_body(RESPONSES_REQUEST), tags=("openai",))}
     responses_input_tokens = {"post": _op(
         "How many tokens the prompt of a Responses request has", _responses(
             _obj({"object": {"const": "response.input_tokens"}, "input_tokens": _INT}, ("input_tokens",))),
-        body=_body(RESPONSES_REQUEST), tags=("openai",))}
+        body=_body(_obj(RESPONSES_PROMPT, ("input",))), tags=("openai",))}
     models = {"get": _op("The served model, OpenAI style", _responses(_obj({
         "object": {"const": "list"}, "data": _arr(_obj({"id": _STR, "object": {"const": "model"}, "created": _INT,
                                                          "owned_by": _STR, "meta": {"type": "object"}},
@@ -320,7 +327,7 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
         "/responses/input_tokens": responses_input_tokens,
         "/v1/completions": {"post": _op(
             "OpenAI completion", _responses(COMPLETIONS_RESPONSE, stream=True),
-            body=_body(_obj({"prompt": PROMPT, **OPENAI_OPTIONS, "logprobs": {"type": "integer", "minimum": 0,
+            body=_body(_obj({"prompt": OPENAI_PROMPT, **OPENAI_OPTIONS, "logprobs": {"type": "integer", "minimum": 0,
                                                                               "maximum": 20}},
                             ("prompt",))), tags=("openai",))},
         "/v1/models": models,

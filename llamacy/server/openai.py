@@ -29,8 +29,7 @@ class _OpenAIHandler(CompletionHandler):
         options = parse_response_options(body, server_verbose=st.config.verbose)
         n = oai.parse_n(body)
         model = get_str(body, "model", st.model_name)
-        stream_options = body.get("stream_options") or {}
-        include_usage = bool(stream_options.get("include_usage"))
+        include_usage = oai.include_usage(body)
         self.submit_all(oai.choice_params(params, n))
         self.start_choices(n)
         rid = oai.new_id(self.id_prefix)
