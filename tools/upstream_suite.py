@@ -12,17 +12,21 @@ llama-server flags onto llamacy's.
     python tools/upstream_suite.py                      # llamacy; the table beside the reference
     python tools/upstream_suite.py --target both        # also run llama-server (built once, cached)
     python tools/upstream_suite.py --check              # exit 1 if a test of the baseline fails
+    python tools/upstream_suite.py --baseline-only --check   # CI: only the baseline's tests (minutes)
     python tools/upstream_suite.py --update-baseline    # write what passes now as the baseline
 
 ``tools/upstream_baseline.txt`` lists the tests llamacy passes (CI fails when one of them stops
 passing); ``tools/upstream_reference.txt`` lists those llama-server passed on the same models
 (``--target llama-server --update-reference``), so the table needs no llama-server build.
+The reference llama-server runs with ``--no-repack`` (``--llama-server-flags``): the weights stay
+in the file's layout, as llamacy's engine loads them here.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -103,29 +107,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launcher(work: Path, target: str) -> Path:
+def launcher(work: Path, target: str, llama_server_flags: list[str]) -> Path:
     """An executable the suite can start as its server: tools/upstream_launcher.py for ``target``."""
     cmd = [sys.executable, str(ROOT / "tools" / "upstream_launcher.py"), "--target", target]
+    extra: list[str] = []
     if target == "llama-server":
         sys.path.insert(0, str(ROOT / "tools"))
         from bench_server import llama_tools
         cmd += ["--llama-server", str(llama_tools(("llama-server",)) / "llama-server")]
+        extra = llama_server_flags
     path = work / f"launch-{target}.sh"
-    path.write_text("#!/bin/sh\nexec " + " ".join(f"'{c}'" for c in cmd) + ' -- "$@"\n')
+    quoted = " ".join(shlex.quote(c) for c in cmd)
+    path.write_text(f"#!/bin/sh\nexec {quoted} -- \"$@\" {' '.join(shlex.quote(f) for f in extra)}\n")
     path.chmod(0o755)
     return path
 
 
-def run_suite(target: str, files: list[str], keyword: str | None, verbose: bool) -> dict[str, str]:
-    """Run the suite's non-slow tests of ``files`` against ``target``: {test id: outcome}."""
+def run_suite(target: str, files: list[str], keyword: str | None, verbose: bool, *,
+              only: set[str] | None = None, llama_server_flags: list[str] = ()) -> dict[str, str]:
+    """Run the suite's non-slow tests of ``files`` (only those in ``only``, if given) against
+    ``target``: {test id: outcome}."""
     work = cache_dir()
     work.mkdir(parents=True, exist_ok=True)
     tests = unpack_suite(work)
     import llamacy
-    env = {**os.environ, **test_models(work), "LLAMA_SERVER_BIN_PATH": str(launcher(work, target)),
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(llamacy.__file__)))
+    env = {**os.environ, **test_models(work),
+           "LLAMA_SERVER_BIN_PATH": str(launcher(work, target, list(llama_server_flags))),
            "PORT": str(free_port()), "LLAMA_CACHE": str(work / "hf-cache"),
-           # the launcher's `python -m llamacy` runs the llamacy this script imports
-           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(llamacy.__file__)))}
+           # the launcher's `python -m llamacy` runs the llamacy this script imports; tools/ holds
+           # the selection plugin
+           "PYTHONPATH": os.pathsep.join([package_root, str(ROOT / "tools")])}
     for var in ("DEBUG", "DEBUG_EXTERNAL", "SLOW_TESTS", "N_GPU_LAYERS"):
         env.pop(var, None)
     report = work / f"report-{target}.xml"
@@ -135,6 +147,11 @@ def run_suite(target: str, files: list[str], keyword: str | None, verbose: bool)
            *[f"unit/test_{f}.py" for f in files]]
     if keyword:
         cmd += ["-k", keyword]
+    if only is not None:
+        selection = work / f"select-{target}.txt"
+        selection.write_text("".join(f"{t}\n" for t in sorted(only)))
+        env["UPSTREAM_SELECT"] = str(selection)
+        cmd += ["-p", "upstream_select"]
     print(f"[upstream] {target}: {' '.join(cmd[1:])}  (in {tests})", file=sys.stderr, flush=True)
     out = None if verbose else subprocess.DEVNULL
     try:
@@ -142,7 +159,7 @@ def run_suite(target: str, files: list[str], keyword: str | None, verbose: bool)
     except subprocess.TimeoutExpired:
         print(f"[upstream] {target}: the suite ran past {SUITE_TIMEOUT_S} s", file=sys.stderr)
     if not report.is_file():
-        raise SystemExit(f"the suite wrote no report for {target}")
+        raise RuntimeError(f"the suite wrote no report for {target}")
     return read_report(report)
 
 
@@ -172,6 +189,11 @@ def read_list(path: Path) -> set[str]:
 def write_list(path: Path, ids: set[str], what: str) -> None:
     header = (f"# {what}\n# written by tools/upstream_suite.py; one test id a line\n")
     path.write_text(header + "".join(f"{i}\n" for i in sorted(ids)))
+
+
+def regressions(baseline: set[str], outcomes: dict[str, str]) -> list[str]:
+    """Tests of the baseline that did not pass (a test that did not run at all counts)."""
+    return sorted(t for t in baseline if outcomes.get(t) != "passed")
 
 
 def table(results: dict[str, dict[str, str]], reference: set[str] | None) -> str:
@@ -217,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if a test of the baseline does not pass on llamacy")
     ap.add_argument("--update-baseline", action="store_true", help="write llamacy's passing tests as the baseline")
     ap.add_argument("--update-reference", action="store_true", help="write llama-server's passing tests")
+    ap.add_argument("--baseline-only", action="store_true",
+                    help="run only the baseline's tests (what CI needs to find a regression)")
+    ap.add_argument("--llama-server-flags", default="--no-repack",
+                    help="extra flags for the reference llama-server (default: %(default)s)")
     ap.add_argument("-v", "--verbose", action="store_true", help="show pytest's output")
     a = ap.parse_args(argv)
     files = [f.strip() for f in a.files.split(",") if f.strip()]
@@ -224,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown suite file(s) {', '.join(unknown)}; known: {', '.join(FILES)}")
     targets = ["llama-server", "llamacy"] if a.target == "both" else [a.target]
-    results = {t: run_suite(t, files, a.keyword, a.verbose) for t in targets}
+    only = read_list(BASELINE) if a.baseline_only else None
+    results = {t: run_suite(t, files, a.keyword, a.verbose, only=only,
+                            llama_server_flags=shlex.split(a.llama_server_flags)) for t in targets}
     reference = read_list(REFERENCE)
     print(table(results, reference if REFERENCE.is_file() else None))
     if "llama-server" in results and a.update_reference:
@@ -240,8 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         if gap:
             print(f"\npassed by llama-server, not by llamacy ({len(gap)}):")
             print("\n".join(f"  {t}" for t in gap))
-        baseline = read_list(BASELINE)
-        lost = sorted(t for t in baseline if t in mine and t not in passed)
+        full_baseline = read_list(BASELINE)
+        run_files = {f"test_{f}.py" for f in files}
+        baseline = {t for t in full_baseline if t.split("::", 1)[0] in run_files and (not a.keyword or t in mine)}
+        lost = regressions(baseline, mine)
         new = sorted(passed - baseline)
         if new:
             print(f"\npassing now, not in the baseline ({len(new)}): --update-baseline adds them")
@@ -251,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"  {t}" for t in lost))
             code = 1 if a.check else 0
         if a.update_baseline:
-            keep = {t for t in baseline if t not in mine}   # tests of files not run this time
+            keep = {t for t in full_baseline if t not in mine}   # tests not run this time
             write_list(BASELINE, passed | keep, "tests of llama.cpp's suite that llamacy passes (CI: no regression)")
     return code
 
