@@ -11,6 +11,22 @@ from llamacy.config import ServerConfig
 log = logging.getLogger("llamacy")
 
 
+# llama.cpp's sampling flags → the request option each sets the default of
+SAMPLING_FLAGS = (
+    (("--temp",), "temperature", float), (("--top-k",), "top_k", int), (("--top-p",), "top_p", float),
+    (("--min-p",), "min_p", float), (("--typical",), "typical_p", float), (("--tfs",), "tfs_z", float),
+    (("--repeat-last-n",), "repeat_last_n", int), (("--repeat-penalty",), "repeat_penalty", float),
+    (("--presence-penalty",), "presence_penalty", float), (("--frequency-penalty",), "frequency_penalty", float),
+    (("--dynatemp-range",), "dynatemp_range", float), (("--dynatemp-exp",), "dynatemp_exponent", float),
+    (("--mirostat",), "mirostat", int), (("--mirostat-lr",), "mirostat_eta", float),
+    (("--mirostat-ent",), "mirostat_tau", float), (("-s", "--seed"), "seed", int),
+    (("--xtc-probability",), "xtc_probability", float), (("--xtc-threshold",), "xtc_threshold", float),
+    (("--top-nsigma", "--top-n-sigma"), "top_n_sigma", float), (("--dry-multiplier",), "dry_multiplier", float),
+    (("--dry-base",), "dry_base", float), (("--dry-allowed-length",), "dry_allowed_length", int),
+    (("--dry-penalty-last-n",), "dry_penalty_last_n", int),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llamacy", description="llama.cpp's HTTP server, in Python on libllama.",
                                 epilog="`llamacy rpc-server --help`: lend this machine's devices to another "
@@ -26,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-mu", "--model-url", help="download the model from this URL")
     g.add_argument("-hfr", "--hf-repo", help="Hugging Face model repository")
     g.add_argument("-hff", "--hf-file", help="Hugging Face model file")
-    g.add_argument("-a", "--alias", help="model alias returned in API responses")
+    g.add_argument("-a", "--alias", help="model alias returned in API responses (comma-separated: several "
+                                         "names, the first in sorted order is the model's id)")
+    g.add_argument("--tags", default="", help="comma-separated tags shown in /v1/models")
     g.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=None,
                    help="layers to offload to the GPUs / RPC servers (default: 0; all layers with --rpc)")
     g.add_argument("-sm", "--split-mode", choices=["none", "layer", "row"], default="layer",
@@ -76,11 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reasoning-budget", type=int, default=-1,
                    help="-1: thinking allowed (default); 0: thinking turned off in the chat template")
     g.add_argument("--spm-infill", action="store_true", help="suffix/prefix/middle order for infill")
+    g = p.add_argument_group("sampling (defaults for requests that leave an option out)")
+    for flags, dest, kind in SAMPLING_FLAGS:
+        g.add_argument(*flags, dest=f"sampling_{dest}", type=kind, default=None, metavar="N",
+                       help=f"default '{dest}'")
+    g.add_argument("--ignore-eos", dest="sampling_ignore_eos", action="store_const", const=True, default=None,
+                   help="default 'ignore_eos': true")
     g = p.add_argument_group("server")
-    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on, or several comma-separated (default: 127.0.0.1)")
     g.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
     g.add_argument("-to", "--timeout", type=int, default=600, help="read/write timeout in seconds (default: 600)")
     g.add_argument("--path", help="serve static files from this directory (default: the built-in web UI)")
+    g.add_argument("--no-ui", "--no-webui", action="store_true", help="serve no web front end (404 at /)")
     g.add_argument("--api-key", action="append", default=[], help="API key (repeatable)")
     g.add_argument("--api-key-file", help="file with one API key per line")
     g.add_argument("--ssl-key-file", help="PEM private key for HTTPS")
@@ -163,8 +189,9 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
             p.error(f"cannot open --log-file: {exc}")
     if a.ssl_key_file and not a.ssl_cert_file or a.ssl_cert_file and not a.ssl_key_file:
         p.error("--ssl-key-file and --ssl-cert-file go together")
+    sampling = tuple((k[len("sampling_"):], v) for k, v in vars(a).items() if k.startswith("sampling_") and v is not None)
     return ServerConfig(
-        model=a.model, model_url=a.model_url, hf_repo=a.hf_repo, hf_file=a.hf_file, alias=a.alias,
+        sampling=sampling, model=a.model, model_url=a.model_url, hf_repo=a.hf_repo, hf_file=a.hf_file, alias=a.alias,
         lora=tuple(a.lora), lora_base=a.lora_base, mmproj=a.mmproj, n_gpu_layers=a.n_gpu_layers,
         split_mode=a.split_mode, main_gpu=a.main_gpu, tensor_split=split, rpc_servers=rpc, mlock=a.mlock,
         no_mmap=a.no_mmap or bool(a.lora), numa=a.numa,
@@ -178,7 +205,8 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         embeddings=a.embeddings or a.reranking,
         system_prompt_file=a.system_prompt_file, chat_template=a.chat_template, spm_infill=a.spm_infill,
         reasoning_format=a.reasoning_format, reasoning_budget=a.reasoning_budget,
-        host=a.host, port=a.port, timeout=a.timeout, path=a.path, api_keys=tuple(keys),
+        tags=tuple(t.strip() for t in a.tags.split(",") if t.strip()), webui=not a.no_ui,
+        hosts=tuple(h.strip() for h in a.host.split(",") if h.strip()) or ("127.0.0.1",), port=a.port, timeout=a.timeout, path=a.path, api_keys=tuple(keys),
         ssl_key_file=a.ssl_key_file, ssl_cert_file=a.ssl_cert_file, slots_endpoint=not a.slots_endpoint_disable,
         metrics=a.metrics, slot_save_path=a.slot_save_path, verbose=a.verbose, log_disable=a.log_disable,
         log_format=a.log_format, max_body_bytes=a.max_body_size, queue_max=a.queue_max, max_n_probs=a.max_n_probs,

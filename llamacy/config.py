@@ -12,7 +12,8 @@ class ServerConfig:
     model_url: str | None = None
     hf_repo: str | None = None
     hf_file: str | None = None
-    alias: str | None = None
+    alias: str | None = None             # one name, or several comma-separated
+    tags: tuple[str, ...] = ()
     lora: tuple[str, ...] = ()
     lora_base: str | None = None
     mmproj: str | None = None
@@ -53,11 +54,14 @@ class ServerConfig:
     reasoning_format: str = "deepseek"
     reasoning_budget: int = -1
     spm_infill: bool = False
+    # sampling: (request option, default) pairs from --temp, --seed, ... (the rest: the spec's defaults)
+    sampling: tuple[tuple[str, object], ...] = ()
     # http
-    host: str = "127.0.0.1"
+    hosts: tuple[str, ...] = ("127.0.0.1",)
     port: int = 8080
     timeout: int = 600
     path: str | None = None
+    webui: bool = True
     api_keys: tuple[str, ...] = ()
     ssl_key_file: str | None = None
     ssl_cert_file: str | None = None

@@ -45,15 +45,15 @@ TOOLS_CMAKE = ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DBUILD_SHARED
 
 
 # --- llama.cpp's binaries, from the pinned tree -------------------------------------------------
-def llama_tools() -> Path:
+def llama_tools(needed: tuple[str, ...] = TOOLS) -> Path:
     """The directory holding llama-server and llama-batched-bench built from the pinned sdist
-    (built on the first call, then cached)."""
+    (built on the first call that finds one of ``needed`` missing, then cached)."""
     sys.path.insert(0, str(ROOT / "build_backend"))
     from llamacy_build import engine   # the pin, the sdist cache and its extraction
     pin = engine.read_pin()
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llamacy" / "bench-tools"
     out = root / f"{pin.version}-native"
-    if all((out / t).is_file() for t in TOOLS):
+    if all((out / t).is_file() for t in needed):
         return out
     work = root / "work"
     subprocess.run(["rm", "-rf", str(work)], check=True)
@@ -66,7 +66,7 @@ def llama_tools() -> Path:
                     *TOOLS], check=True, stdout=subprocess.DEVNULL)
     out.mkdir(parents=True, exist_ok=True)
     for t in TOOLS:
-        found = next((work / "build").rglob(t))
+        found = next(p for p in (work / "build").rglob(t) if p.is_file())   # not tools/llama-bench/
         os.replace(found, out / t)
     subprocess.run(["rm", "-rf", str(work)], check=True)
     return out

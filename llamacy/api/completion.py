@@ -1,6 +1,8 @@
 """The native /completion API: JSON → CompletionParams, and results → the spec's JSON."""
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from llamacy.api.fields import get_bool, get_float, get_int, get_str, get_str_list, require_object
@@ -8,17 +10,112 @@ from llamacy.api.images import tokenize_with_images
 from llamacy.engine.sampling_params import SAMPLER_NAMES, SamplingParams
 from llamacy.errors import InvalidRequestError
 from llamacy.serving.slots import SlotSnapshot
-from llamacy.serving.tasks import CompletionParams, Final, Partial, Timings, TokenProbs
+from llamacy.serving.tasks import CompletionParams, Final, Partial, Progress, Timings, TokenProbs
+
+MAX_RESPONSE_FIELDS = 256
+
+
+@dataclass(frozen=True)
+class ResponseOptions:
+    """How a request wants its results shown (today's llama-server options; none changes what
+    is generated): ``return_tokens`` (the generated ids in the result), ``response_fields`` (only
+    these fields, ``a/b`` naming a nested one), ``timings_per_token`` (timings in every streamed
+    chunk), ``verbose`` (the native result under ``__verbose`` in OpenAI shapes)."""
+
+    return_tokens: bool = False
+    response_fields: tuple[str, ...] = ()
+    timings_per_token: bool = False
+    verbose: bool = False
+
+
+def parse_response_options(body: dict, *, server_verbose: bool = False) -> ResponseOptions:
+    fields = get_str_list(body, "response_fields", max_items=MAX_RESPONSE_FIELDS)
+    return ResponseOptions(return_tokens=get_bool(body, "return_tokens", False), response_fields=tuple(fields),
+                           timings_per_token=get_bool(body, "timings_per_token", False),
+                           verbose=get_bool(body, "verbose", False) or server_verbose)
+
+
+def pick_fields(obj: dict, fields: tuple[str, ...]) -> dict:
+    """``response_fields``: only the named fields, ``a/b`` reaching into ``obj["a"]["b"]`` (kept
+    under the key ``"a/b"``); a name that is not there is left out."""
+    out = {}
+    for name in fields:
+        value: Any = obj
+        for part in name.split("/"):
+            if not isinstance(value, dict) or part not in value:
+                break
+            value = value[part]
+        else:
+            out[name] = value
+    return out
+
+
+class RunningTimings:
+    """Timings of a stream so far, for ``timings_per_token`` (the final ones come from the engine)."""
+
+    def __init__(self, n_prompt: int) -> None:
+        self.n_prompt = n_prompt
+        self.t_start = time.perf_counter()
+        self.t_first = 0.0
+        self.n_predicted = 0
+
+    def add(self, ev: Partial) -> dict:
+        now = time.perf_counter()
+        if not self.t_first:
+            self.t_first = now
+        self.n_predicted += len(ev.tokens)
+        return timings_json(Timings(n_prompt=self.n_prompt, prompt_ms=(self.t_first - self.t_start) * 1e3,
+                                    n_predicted=self.n_predicted, predicted_ms=(now - self.t_first) * 1e3))
+
+
+def progress_json(ev: Progress) -> dict:
+    return {"total": ev.total, "cache": ev.cache, "processed": ev.processed, "time_ms": ev.time_ms}
+
+
+def progress_timings_json(ev: Progress) -> dict:
+    """The ``timings`` of a prompt-progress chunk (``timings_per_token``): the prompt so far."""
+    return timings_json(Timings(n_prompt=ev.processed - ev.cache, prompt_ms=ev.time_ms, n_predicted=0,
+                                predicted_ms=0.0, n_cache=ev.cache))
 
 MAX_PROMPT_ITEMS = 1 << 20
 
 
+MAX_PROMPTS = 64
+
+
+def prompt_object_text(obj: dict, field: str = "prompt") -> str:
+    """Today's prompt object ``{"prompt_string": ..., "multimodal_data": [...]}``: its text
+    (multimodal data needs a multimodal model)."""
+    if not isinstance(obj.get("prompt_string"), str):
+        raise InvalidRequestError(f"a '{field}' object must have a string 'prompt_string'")
+    media = obj.get("multimodal_data")
+    if media is not None and not (isinstance(media, list) and all(isinstance(m, str) for m in media)):
+        raise InvalidRequestError("'multimodal_data' must be an array of base64 strings")
+    if media:
+        raise InvalidRequestError("'multimodal_data' needs a multimodal model: multimodal input is not supported")
+    return obj["prompt_string"]
+
+
+def split_prompts(prompt: Any) -> list | None:
+    """Today's multi-prompt form: an array holding arrays or objects is several prompts, one per
+    item (each a string, an array of strings and token ids, or a prompt object), answered with
+    one result each. The spec's forms (a string, one array of strings and ids) give None."""
+    if not isinstance(prompt, list) or not any(isinstance(p, (list, dict)) for p in prompt):
+        return None
+    if not 1 <= len(prompt) <= MAX_PROMPTS:
+        raise InvalidRequestError(f"'prompt' has {len(prompt)} prompts; at most {MAX_PROMPTS} per request")
+    return prompt
+
+
 def tokenize_prompt(vocab, prompt: Any, *, add_bos: bool, field: str = "prompt") -> list[int]:
-    """A prompt given as a string, a token array, or a mixed array of strings and tokens.
+    """A prompt given as a string, a token array, or a mixed array of strings and tokens (or
+    today's prompt object, ``{"prompt_string"}``).
 
     A BOS token is inserted when the prompt starts with a string, the model's vocab asks for
     BOS and ``add_bos`` (no system prompt) holds — the spec's rule.
     """
+    if isinstance(prompt, dict):
+        prompt = prompt_object_text(prompt, field)
     if isinstance(prompt, str):
         parts: list = [prompt]
     elif isinstance(prompt, list):
@@ -154,7 +251,8 @@ def parse_sampling(body: dict, vocab, defaults: SamplingParams | None = None) ->
 
 
 def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int = -1,
-                     grammar_from_schema=None, vision=None) -> CompletionParams:
+                     grammar_from_schema=None, sampling_defaults: SamplingParams | None = None,
+                     vision=None) -> CompletionParams:
     """Validate a /completion body. ``grammar_from_schema`` turns ``json_schema`` into GBNF;
     ``vision`` (api.images.Vision, with --mmproj) takes ``image_data``."""
     body = require_object(body)
@@ -163,7 +261,7 @@ def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int 
     prompt = body["prompt"]
     with_images = tokenize_with_images(vision, body, prompt, add_bos=add_bos)
     tokens, media = with_images or (tokenize_prompt(vocab, prompt, add_bos=add_bos), None)
-    sampling = parse_sampling(body, vocab)
+    sampling = parse_sampling(body, vocab, sampling_defaults)
     schema = body.get("json_schema")
     if schema is not None and not sampling.grammar:
         if grammar_from_schema is None:
@@ -178,7 +276,7 @@ def parse_completion(body: Any, vocab, *, add_bos: bool, n_predict_default: int 
         stream=get_bool(body, "stream", False),
         cache_prompt=get_bool(body, "cache_prompt", False),
         id_slot=get_int(body, "id_slot", get_int(body, "slot_id", -1, lo=-1), lo=-1),
-        prompt=prompt,
+        prompt=prompt, return_progress=get_bool(body, "return_progress", False),
         media=media,
     )
 
@@ -191,9 +289,11 @@ def effective_n_predict(requested: int, server_limit: int) -> int:
     return server_limit if requested < 0 else min(requested, server_limit)
 
 
-def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n_predict: int = -1) -> dict:
-    """The spec's generation_settings object (also /props' default_generation_settings)."""
-    s = p.sampling if p else SamplingParams()
+def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n_predict: int = -1,
+                        defaults: SamplingParams | None = None) -> dict:
+    """The spec's generation_settings object (also /props' default_generation_settings); with
+    no request, the server's defaults."""
+    s = p.sampling if p else (defaults or SamplingParams())
     return {
         "n_ctx": n_ctx, "n_predict": p.n_predict if p else n_predict, "model": model, "seed": s.seed,
         "temperature": s.temperature, "dynatemp_range": s.dynatemp_range, "dynatemp_exponent": s.dynatemp_exponent,
@@ -216,7 +316,7 @@ def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n
 def timings_json(t: Timings) -> dict:
     """The spec's ``timings`` object."""
     return {
-        "prompt_n": t.n_prompt, "prompt_ms": t.prompt_ms,
+        "cache_n": t.n_cache, "prompt_n": t.n_prompt, "prompt_ms": t.prompt_ms,
         "prompt_per_token_ms": t.prompt_ms / t.n_prompt if t.n_prompt else 0.0,
         "prompt_per_second": 1e3 * t.n_prompt / t.prompt_ms if t.prompt_ms > 0 and t.n_prompt else 0.0,
         "predicted_n": t.n_predicted, "predicted_ms": t.predicted_ms,
@@ -225,12 +325,13 @@ def timings_json(t: Timings) -> dict:
     }
 
 
-def slot_json(snap: SlotSnapshot, *, model: str, n_predict: int) -> dict:
+def slot_json(snap: SlotSnapshot, *, model: str, n_predict: int, defaults: SamplingParams | None = None) -> dict:
     """One /slots entry: the request's generation settings (the defaults while idle) and its progress."""
     p = snap.params if isinstance(snap.params, CompletionParams) else None
     return {
-        **generation_settings(p, model=model, n_ctx=snap.n_ctx, n_predict=n_predict),
-        "id": snap.id, "task_id": snap.task_id, "state": int(snap.is_processing), "n_ctx": snap.n_ctx,
+        **generation_settings(p, model=model, n_ctx=snap.n_ctx, n_predict=n_predict, defaults=defaults),
+        "id": snap.id, "task_id": snap.task_id, "state": int(snap.is_processing), "is_processing": snap.is_processing,
+        "n_ctx": snap.n_ctx,
         "prompt": p.prompt if p is not None else "",
         "next_token": {"has_next_token": snap.has_next_token, "n_remain": snap.n_remain, "n_decoded": snap.n_decoded,
                        "stopped_eos": False, "stopped_limit": False, "stopped_word": False, "stopping_word": ""},
@@ -256,16 +357,28 @@ def _probs_json(vocab_pieces, probs: list[TokenProbs]) -> list[dict]:
             for tp in probs]
 
 
-def partial_json(ev: Partial, pieces, id_slot: int) -> dict:
+def partial_json(ev: Partial, pieces, id_slot: int, options: ResponseOptions = ResponseOptions()) -> dict:
+    """A streamed piece: the spec's ``content`` and ``stop`` (with ``id_slot``); the piece's token
+    ids only with ``return_tokens`` (the spec: "only content and stop will be returned until end
+    of completion")."""
     out = {"content": ev.content, "stop": False, "id_slot": id_slot, "multimodal": False}
+    if options.return_tokens:
+        out["tokens"] = ev.tokens
     if ev.probs:
         out["completion_probabilities"] = _probs_json(pieces, ev.probs)
     return out
 
 
-def final_json(ev: Final, p: CompletionParams, pieces, *, model: str, n_ctx: int, stream: bool) -> dict:
+def stop_type(ev: Final) -> str:
+    return "eos" if ev.stopped_eos else "word" if ev.stopped_word else "limit" if ev.stopped_limit else "none"
+
+
+def final_json(ev: Final, p: CompletionParams, pieces, *, model: str, n_ctx: int, stream: bool,
+               options: ResponseOptions = ResponseOptions()) -> dict:
     out = {
+        "index": 0,
         "content": "" if stream else ev.content,
+        "tokens": list(ev.tokens) if options.return_tokens and not stream else [],
         "id_slot": ev.id_slot,
         "stop": True,
         "model": model,
@@ -278,9 +391,13 @@ def final_json(ev: Final, p: CompletionParams, pieces, *, model: str, n_ctx: int
         "stopped_word": ev.stopped_word,
         "stopped_limit": ev.stopped_limit,
         "stopping_word": ev.stopping_word,
+        "stop_type": stop_type(ev),
+        "has_new_line": "\n" in ev.content,
         "tokens_cached": ev.tokens_cached,
         "timings": timings_json(ev.timings),
     }
     if p.sampling.n_probs > 0 and not stream:
         out["completion_probabilities"] = _probs_json(pieces, ev.probs)
+    if options.response_fields:
+        return pick_fields(out, options.response_fields)
     return out

@@ -2,12 +2,14 @@
 results → OpenAI's response and chunk objects. Pure functions, no I/O."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from llamacy import __version__
 from llamacy.api.chat import ChatDelta, ChatMessage, ChatOptions, ChatPrompt, OutputSpec, render_chat
 from llamacy.api.completion import parse_sampling, timings_json, tokenize_prompt
 from llamacy.api.fields import get_bool, get_int, get_str, get_str_list, require_object
@@ -15,6 +17,7 @@ from llamacy.api.images import chat_images
 from llamacy.api.limits import DEFAULT_LIMITS
 from llamacy.api.reasoning import REASONING_FORMATS
 from llamacy.api.tool_calls import ChatTools, ToolCall, ToolSpec
+from llamacy.engine.sampling_params import SamplingParams
 from llamacy.errors import InvalidRequestError
 from llamacy.serving.tasks import CompletionParams, Final, TokenProbs
 
@@ -26,9 +29,33 @@ def _n_predict(body: dict, default: int) -> int:
     return default
 
 
-def _check_n(body: dict) -> None:
-    if get_int(body, "n", 1, lo=1) != 1:
-        raise InvalidRequestError("'n' must be 1: only one choice per request is supported")
+MAX_CHOICES = 16
+SYSTEM_FINGERPRINT = f"b{__version__}-llamacy"     # clients read a build id starting with "b"
+
+
+def include_usage(body: dict) -> bool:
+    """``stream_options.include_usage``: a last chunk with the usage of the whole request."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    return get_bool(require_object(options, "'stream_options'"), "include_usage", False)
+
+
+def parse_n(body: dict) -> int:
+    """``n``: how many choices (each generated as a request of its own)."""
+    return get_int(body, "n", 1, lo=1, hi=MAX_CHOICES)
+
+
+def choice_params(params: CompletionParams, n: int) -> list[CompletionParams]:
+    """The requests for ``n`` choices: copies of ``params``, the i-th with seed + i (as
+    llama-server; a random seed stays random)."""
+    out = [params]
+    for i in range(1, n):
+        sampling = dataclasses.replace(params.sampling, logit_bias=list(params.sampling.logit_bias))
+        if sampling.seed >= 0:
+            sampling.seed = (sampling.seed + i) & 0xFFFFFFFF
+        out.append(dataclasses.replace(params, sampling=sampling, stop=list(params.stop)))
+    return out
 
 
 def response_format_grammar(body: dict, grammar_from_schema) -> str | None:
@@ -153,13 +180,15 @@ def chat_prompt(body: Any, chat_template, defaults: ChatDefaults) -> ChatPrompt:
 
 
 def parse_chat(body: Any, vocab, chat_template, *, add_bos: bool, grammar_from_schema,
-               defaults: ChatDefaults = ChatDefaults(), vision=None) -> ChatRequest:
+               defaults: ChatDefaults = ChatDefaults(), sampling_defaults: SamplingParams | None = None,
+               vision=None) -> ChatRequest:
     """``vision`` (api.images.Vision, with --mmproj) takes ``image_url`` content parts."""
     body = require_object(body)
-    _check_n(body)
+    parse_n(body)
     messages, images = chat_images(body.get("messages"), vision)
     chat = render_chat(chat_template, messages, chat_options(body, defaults))
-    params = _params(body, vocab, chat.prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=True)
+    params = _params(body, vocab, chat.prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=True,
+                     sampling_defaults=sampling_defaults)
     if images:
         params.prompt_tokens, params.media = vision.tokenize(chat.prompt, images, add_special=add_bos)
     if chat.grammar:
@@ -170,22 +199,25 @@ def parse_chat(body: Any, vocab, chat_template, *, add_bos: bool, grammar_from_s
     return ChatRequest(params=params, output=chat.output)
 
 
-def parse_completions(body: Any, vocab, *, add_bos: bool, grammar_from_schema) -> CompletionParams:
+def parse_completions(body: Any, vocab, *, add_bos: bool, grammar_from_schema,
+                      sampling_defaults: SamplingParams | None = None) -> CompletionParams:
     body = require_object(body)
     if "prompt" not in body:
         raise InvalidRequestError("'prompt' is required")
-    _check_n(body)
+    parse_n(body)
     prompt = body["prompt"]
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # OpenAI's batch form with a single prompt
     if isinstance(prompt, list) and any(isinstance(p, list) for p in prompt):
         raise InvalidRequestError("'prompt' with several prompts is not supported: send one per request")
-    return _params(body, vocab, prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=False)
+    return _params(body, vocab, prompt, add_bos=add_bos, grammar_from_schema=grammar_from_schema, chat=False,
+                   sampling_defaults=sampling_defaults)
 
 
-def _params(body: dict, vocab, prompt, *, add_bos: bool, grammar_from_schema, chat: bool) -> CompletionParams:
+def _params(body: dict, vocab, prompt, *, add_bos: bool, grammar_from_schema, chat: bool,
+            sampling_defaults: SamplingParams | None = None) -> CompletionParams:
     tokens = tokenize_prompt(vocab, prompt, add_bos=add_bos)
-    sampling = parse_sampling(body, vocab)
+    sampling = parse_sampling(body, vocab, sampling_defaults)
     sampling.n_probs = max(sampling.n_probs, _logprobs_request(body, chat=chat))
     grammar = response_format_grammar(body, grammar_from_schema)
     if grammar and not sampling.grammar:
@@ -199,22 +231,27 @@ def _params(body: dict, vocab, prompt, *, add_bos: bool, grammar_from_schema, ch
         prompt_tokens=tokens, sampling=sampling, n_predict=_n_predict(body, -1),
         n_keep=get_int(body, "n_keep", 0, lo=-1), stop=get_str_list(body, "stop", max_items=1 << 16),
         stream=get_bool(body, "stream", False), cache_prompt=get_bool(body, "cache_prompt", True),
-        id_slot=get_int(body, "id_slot", -1, lo=-1), prompt=prompt)
+        id_slot=get_int(body, "id_slot", -1, lo=-1), prompt=prompt,
+        return_progress=get_bool(body, "return_progress", False))
 
 
 # --- responses ---------------------------------------------------------------------------
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(12)}"
+def new_id(prefix: str, sep: str = "-") -> str:
+    return f"{prefix}{sep}{secrets.token_hex(12)}"
 
 
 def finish_reason(ev: Final) -> str:
     return "length" if ev.stopped_limit else "stop"
 
 
-def usage(ev: Final) -> dict:
-    return {"prompt_tokens": ev.tokens_evaluated, "completion_tokens": ev.tokens_predicted,
-            "total_tokens": ev.tokens_evaluated + ev.tokens_predicted}
+def usage(finals: list[Final]) -> dict:
+    """Usage of the choices of one request: one prompt, every choice's tokens."""
+    first = finals[0]
+    completion = sum(ev.tokens_predicted for ev in finals)
+    return {"prompt_tokens": first.tokens_evaluated, "completion_tokens": completion,
+            "total_tokens": first.tokens_evaluated + completion,
+            "prompt_tokens_details": {"cached_tokens": first.timings.n_cache}}
 
 
 def _lp(p: float) -> float:
@@ -261,16 +298,20 @@ def chat_finish_reason(ev: Final, message: ChatMessage) -> str:
     return "tool_calls" if message.tool_calls else finish_reason(ev)
 
 
-def chat_response(ev: Final, message: ChatMessage, *, id: str, model: str, n_probs: int, pieces) -> dict:
+def chat_choice(index: int, ev: Final, message: ChatMessage, *, n_probs: int, pieces) -> dict:
     msg: dict = {"role": "assistant", "content": message.content}
     if message.reasoning_content is not None:
         msg["reasoning_content"] = message.reasoning_content
     if message.tool_calls:
         msg["tool_calls"] = tool_calls_json(message.tool_calls)
-    choice = {"index": 0, "message": msg, "finish_reason": chat_finish_reason(ev, message),
-              "logprobs": chat_logprobs(ev.probs, pieces) if n_probs else None}
+    return {"index": index, "message": msg, "finish_reason": chat_finish_reason(ev, message),
+            "logprobs": chat_logprobs(ev.probs, pieces) if n_probs else None}
+
+
+def chat_response(finals: list[Final], choices: list[dict], *, id: str, model: str) -> dict:
     return {"id": id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": None, "choices": [choice], "usage": usage(ev), "timings": timings_json(ev.timings)}
+            "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices, "usage": usage(finals),
+            "timings": timings_json(finals[0].timings)}
 
 
 def chat_delta(delta: ChatDelta, first_call_index: int) -> dict:
@@ -286,29 +327,35 @@ def chat_delta(delta: ChatDelta, first_call_index: int) -> dict:
 
 
 def chat_chunk(*, id: str, model: str, created: int, delta: dict, finish: str | None = None,
-               logprobs: dict | None = None) -> dict:
+               logprobs: dict | None = None, index: int = 0) -> dict:
     return {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]}
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]}
 
 
-def completions_response(ev: Final, *, id: str, model: str, n_probs: int, pieces) -> dict:
-    choice = {"index": 0, "text": ev.content, "finish_reason": finish_reason(ev),
-              "logprobs": completion_logprobs(ev.probs, pieces) if n_probs else None}
+def completions_choice(index: int, ev: Final, *, n_probs: int, pieces) -> dict:
+    return {"index": index, "text": ev.content, "finish_reason": finish_reason(ev),
+            "logprobs": completion_logprobs(ev.probs, pieces) if n_probs else None}
+
+
+def completions_response(finals: list[Final], choices: list[dict], *, id: str, model: str) -> dict:
     return {"id": id, "object": "text_completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": None, "choices": [choice], "usage": usage(ev), "timings": timings_json(ev.timings)}
+            "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices, "usage": usage(finals),
+            "timings": timings_json(finals[0].timings)}
 
 
 def completions_chunk(*, id: str, model: str, created: int, text: str, finish: str | None = None,
-                      logprobs: dict | None = None) -> dict:
-    return {"id": id, "object": "text_completion", "created": created, "model": model, "system_fingerprint": None,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}]}
+                      logprobs: dict | None = None, index: int = 0) -> dict:
+    return {"id": id, "object": "text_completion", "created": created, "model": model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": [{"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}]}
 
 
 def models_list(model_id: str, *, n_ctx_train: int, n_vocab: int, n_params: int, size: int,
-                vision: bool = False) -> dict:
+                vision: bool = False, aliases: list[str] = (), tags: list[str] = ()) -> dict:
     """``capabilities`` as llama.cpp names them: "multimodal" when the model accepts images (--mmproj)."""
     return {"object": "list", "data": [{
         "id": model_id, "object": "model", "created": int(time.time()), "owned_by": "llamacy",
+        "aliases": list(aliases), "tags": list(tags),
         "capabilities": ["completion", "multimodal"] if vision else ["completion"],
         "meta": {"n_ctx_train": n_ctx_train, "n_vocab": n_vocab, "n_params": n_params, "size": size}}]}

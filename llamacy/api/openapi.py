@@ -37,6 +37,13 @@ def _arr(items: dict, **extra) -> dict:
 
 
 PROMPT = {"anyOf": [_STR, _arr({"anyOf": [_STR, _TOKEN]})]}
+# /completion also takes today's prompt object and several prompts (one result each)
+PROMPT_OBJECT = {"type": "object", "properties": {"prompt_string": _STR, "multimodal_data": _arr(_STR)},
+                 "required": ["prompt_string"]}
+# /v1/completions: one prompt (today's prompt object, or OpenAI's batch of one)
+OPENAI_PROMPT = {"anyOf": [_STR, PROMPT_OBJECT, _arr({"anyOf": [_STR, _TOKEN, _arr({"anyOf": [_STR, _TOKEN]})]})]}
+PROMPTS = {"anyOf": [_STR, PROMPT_OBJECT,
+                     _arr({"anyOf": [_STR, _TOKEN, PROMPT_OBJECT, _arr({"anyOf": [_STR, _TOKEN]})]})]}
 STOP = {"anyOf": [_STR, _arr(_STR)]}
 LOGIT_BIAS = {"anyOf": [
     _arr({"type": "array", "prefixItems": [{"anyOf": [_TOKEN, _STR]}, {"anyOf": [_NUM, {"const": False}]}],
@@ -71,6 +78,9 @@ COMPLETION_OPTIONS = {
     "stop": STOP, "stream": _BOOL, "cache_prompt": _BOOL, "id_slot": {"type": "integer", "minimum": -1},
     "system_prompt": _obj({"prompt": _STR, "anti_prompt": _STR, "assistant_name": _STR}),
 }
+# today's llama-server options on how results are shown (none changes what is generated;
+# ``response_fields`` is left out: a result cut to some fields follows no fixed schema)
+RESPONSE_OPTIONS = {"return_tokens": _BOOL, "return_progress": _BOOL, "timings_per_token": _BOOL}
 
 GENERATION_SETTINGS = _obj({
     "n_ctx": _INT, "n_predict": _INT, "model": _STR, "seed": _INT, "temperature": _NUM, "top_k": _INT,
@@ -80,7 +90,7 @@ GENERATION_SETTINGS = _obj({
     "stream": _BOOL, "n_probs": _INT, "min_keep": _INT, "grammar": _STR, "samplers": _arr(_STR),
 }, ("n_ctx", "n_predict", "model", "seed", "temperature", "samplers"))
 
-TIMINGS = _obj({k: _NUM for k in ("prompt_n", "prompt_ms", "prompt_per_token_ms", "prompt_per_second",
+TIMINGS = _obj({k: _NUM for k in ("cache_n", "prompt_n", "prompt_ms", "prompt_per_token_ms", "prompt_per_second",
                                   "predicted_n", "predicted_ms", "predicted_per_token_ms", "predicted_per_second")},
                ("prompt_n", "prompt_ms", "predicted_n", "predicted_ms"))
 PROBS = _arr(_obj({"content": _STR, "probs": _arr(_obj({"tok_str": _STR, "prob": _NUM}, ("tok_str", "prob")))},
@@ -120,10 +130,11 @@ USAGE = _obj({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": 
              ("prompt_tokens", "completion_tokens", "total_tokens"))
 OPENAI_OPTIONS = {
     **SAMPLING, "model": _STR, "stream": _BOOL, "stop": STOP, "max_tokens": {"type": "integer", "minimum": -1},
-    "max_completion_tokens": {"type": "integer", "minimum": -1}, "n": {"const": 1},
+    "max_completion_tokens": {"type": "integer", "minimum": -1}, "n": {"type": "integer", "minimum": 1, "maximum": 16},
     "stream_options": _obj({"include_usage": _BOOL}), "cache_prompt": _BOOL,
     "response_format": _obj({"type": {"enum": ["text", "json_object", "json_schema"]},
                              "schema": {}, "json_schema": {}}, ("type",)),
+    **RESPONSE_OPTIONS, "verbose": _BOOL,
 }
 CHAT_RESPONSE = _obj({
     "id": _STR, "object": {"const": "chat.completion"}, "created": _INT, "model": _STR,
@@ -147,6 +158,45 @@ HEALTH = _obj({"status": {"enum": ["ok", "no slot available", "loading model", "
 SSE_EVENT = _obj({"data": _STR, "event": _STR, "id": _STR}, ("data",))   # each event; data is JSON or [DONE]
 ERROR = _obj({"error": _obj({"code": _INT, "message": _STR, "type": _STR}, ("code", "message", "type"))}, ("error",))
 VECTOR = _arr(_NUM)
+INPUT_TOKENS = _obj({"input_tokens": _INT}, ("input_tokens",))
+
+# Anthropic's Messages API (only what the converter enforces: unknown block types get a 400)
+ANTHROPIC_MESSAGE = _obj({"role": {"enum": ["user", "assistant"]},
+                          "content": {"anyOf": [_STR, _arr({"type": "object"})]}}, ("role", "content"))
+# what count_tokens reads (the prompt); a Messages request adds the generation options
+ANTHROPIC_PROMPT = {
+    "messages": _arr(ANTHROPIC_MESSAGE), "system": {"anyOf": [_STR, _arr({"type": "object"})]},
+    "tools": _arr(_obj({"name": _STR, "description": _STR, "input_schema": {"type": "object"}}, ("name",))),
+    "thinking": _obj({"type": {"enum": ["enabled", "disabled", "adaptive"]}}, ("type",)),
+}
+ANTHROPIC_REQUEST = _obj({
+    **ANTHROPIC_PROMPT, "model": _STR, "max_tokens": {"type": "integer", "minimum": -1}, "stream": _BOOL,
+    "stop_sequences": STOP, "temperature": _NUM, "top_k": _INT, "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+}, ("messages",))
+ANTHROPIC_RESPONSE = _obj({
+    "id": _STR, "type": {"const": "message"}, "role": {"const": "assistant"}, "model": _STR,
+    "content": _arr(_obj({"type": {"enum": ["text", "thinking", "tool_use"]}}, ("type",))),
+    "stop_reason": {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use"]},
+    "stop_sequence": {"type": ["string", "null"]},
+    "usage": _obj({"input_tokens": _INT, "output_tokens": _INT}, ("input_tokens", "output_tokens")),
+}, ("id", "type", "role", "model", "content", "stop_reason", "usage"))
+
+# OpenAI's Responses API
+# what input_tokens reads (the prompt); a Responses request adds the generation options
+RESPONSES_PROMPT = {
+    "input": {"anyOf": [_STR, _arr({"type": "object"})]}, "instructions": _STR,
+    "max_output_tokens": {"type": "integer", "minimum": -1},
+    "tools": _arr(_obj({"type": {"const": "function"}, "name": _STR, "description": _STR,
+                        "parameters": {"type": "object"}}, ("type", "name"))),
+}
+RESPONSES_REQUEST = _obj({**RESPONSES_PROMPT, "model": _STR, "stream": _BOOL, "temperature": _NUM,
+                          "top_p": {"type": "number", "minimum": 0, "maximum": 1}}, ("input",))
+RESPONSES_RESPONSE = _obj({
+    "id": _STR, "object": {"const": "response"}, "created_at": _INT, "status": _STR, "model": _STR,
+    "output": _arr(_obj({"type": {"enum": ["message", "reasoning", "function_call"]}}, ("type",))),
+    "usage": _obj({"input_tokens": _INT, "output_tokens": _INT, "total_tokens": _INT},
+                  ("input_tokens", "output_tokens", "total_tokens")),
+}, ("id", "object", "status", "model", "output"))
 
 
 def _nullable_options(schema: dict) -> dict:
@@ -192,8 +242,10 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
     health = {"get": _op("Server health and slot availability", _responses(HEALTH),
                          params=[_query("fail_on_no_slot", _STR), _query("include_slots", _STR)], tags=("native",))}
     completion = {"post": _op(
-        "Complete a prompt (the spec's /completion)", _responses(COMPLETION_RESULT, stream=True),
-        body=_body(_obj({"prompt": PROMPT, **COMPLETION_OPTIONS}, ("prompt",))), tags=("native",))}
+        "Complete a prompt (the spec's /completion); several prompts give a list of results",
+        _responses({"anyOf": [COMPLETION_RESULT, _arr(COMPLETION_RESULT)]}, stream=True),
+        body=_body(_obj({"prompt": PROMPTS, **COMPLETION_OPTIONS, **RESPONSE_OPTIONS}, ("prompt",))),
+        tags=("native",))}
     chat = {"post": _op(
         "OpenAI chat completion", _responses(CHAT_RESPONSE, stream=True),
         body=_body(_obj({"messages": _arr(MESSAGE, minItems=1), **OPENAI_OPTIONS, **CHAT_TEMPLATE_OPTIONS,
@@ -204,6 +256,20 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
         _responses(_obj({"prompt": _STR}, ("prompt",))),
         body=_body(_obj({"messages": _arr(MESSAGE, minItems=1), **CHAT_TEMPLATE_OPTIONS}, ("messages",))),
         tags=("native",))}
+    chat_input_tokens = {"post": _op(
+        "How many tokens the prompt of a chat request has (nothing is generated)", _responses(INPUT_TOKENS),
+        body=_body(_obj({"messages": _arr(MESSAGE, minItems=1), **CHAT_TEMPLATE_OPTIONS}, ("messages",))),
+        tags=("openai",))}
+    messages = {"post": _op("Anthropic Messages API", _responses(ANTHROPIC_RESPONSE, stream=True),
+                            body=_body(ANTHROPIC_REQUEST), tags=("anthropic",))}
+    count_tokens = {"post": _op("Anthropic token count of a Messages request", _responses(INPUT_TOKENS),
+                                body=_body(_obj(ANTHROPIC_PROMPT, ("messages",))), tags=("anthropic",))}
+    responses = {"post": _op("OpenAI Responses API", _responses(RESPONSES_RESPONSE, stream=True),
+                             body=_body(RESPONSES_REQUEST), tags=("openai",))}
+    responses_input_tokens = {"post": _op(
+        "How many tokens the prompt of a Responses request has", _responses(
+            _obj({"object": {"const": "response.input_tokens"}, "input_tokens": _INT}, ("input_tokens",))),
+        body=_body(_obj(RESPONSES_PROMPT, ("input",))), tags=("openai",))}
     models = {"get": _op("The served model, OpenAI style", _responses(_obj({
         "object": {"const": "list"}, "data": _arr(_obj({"id": _STR, "object": {"const": "model"}, "created": _INT,
                                                          "owned_by": _STR, "meta": {"type": "object"},
@@ -260,9 +326,17 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
             tags=("native",))},
         "/v1/chat/completions": chat,
         "/chat/completions": chat,
+        "/v1/chat/completions/input_tokens": chat_input_tokens,
+        "/chat/completions/input_tokens": chat_input_tokens,
+        "/v1/messages": messages,
+        "/v1/messages/count_tokens": count_tokens,
+        "/v1/responses": responses,
+        "/responses": responses,
+        "/v1/responses/input_tokens": responses_input_tokens,
+        "/responses/input_tokens": responses_input_tokens,
         "/v1/completions": {"post": _op(
             "OpenAI completion", _responses(COMPLETIONS_RESPONSE, stream=True),
-            body=_body(_obj({"prompt": PROMPT, **OPENAI_OPTIONS, "logprobs": {"type": "integer", "minimum": 0,
+            body=_body(_obj({"prompt": OPENAI_PROMPT, **OPENAI_OPTIONS, "logprobs": {"type": "integer", "minimum": 0,
                                                                               "maximum": 20}},
                             ("prompt",))), tags=("openai",))},
         "/v1/models": models,

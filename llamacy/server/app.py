@@ -42,16 +42,18 @@ def make_app(state: ServerState) -> tornado.web.Application:
         routes.extend((pattern, handler, s) for pattern, handler in extra)
     if state.faults is not None:
         routes.extend((pattern, handler, s) for pattern, handler in faults.ROUTES)
-    static_dir = state.config.path or default_webui_dir()
-    routes.append((r"/(.*)", StaticHandler, {"path": static_dir, "default_filename": "index.html",
-                                             "fallback_path": default_webui_dir() if state.config.path else None}))
+    if state.config.webui or state.config.path:
+        static_dir = state.config.path or default_webui_dir()
+        routes.append((r"/(.*)", StaticHandler, {"path": static_dir, "default_filename": "index.html",
+                                                 "fallback_path": default_webui_dir() if state.config.path else None}))
     return tornado.web.Application(routes, compress_response=False, log_function=log_request)
 
 
 def _optional_routes():
     """Route tables of the other endpoint groups, when their modules are present."""
     import importlib
-    for name in ("llamacy.server.openai", "llamacy.server.embeddings", "llamacy.server.rerank",
+    for name in ("llamacy.server.openai", "llamacy.server.anthropic", "llamacy.server.responses",
+                 "llamacy.server.embeddings", "llamacy.server.rerank",
                  "llamacy.server.metrics", "llamacy.server.infill"):
         try:
             mod = importlib.import_module(name)
@@ -81,9 +83,10 @@ async def run_server(config: ServerConfig) -> int:
     server = tornado.httpserver.HTTPServer(
         app, ssl_options=_ssl_context(config), idle_connection_timeout=config.timeout,
         body_timeout=config.timeout, max_body_size=config.max_body_bytes, xheaders=False)
-    server.listen(config.port, config.host)
     scheme = "https" if config.ssl_cert_file else "http"
-    log.info("HTTP server listening on %s://%s:%d", scheme, config.host, config.port)
+    for host in config.hosts:
+        server.listen(config.port, host)
+        log.info("HTTP server listening on %s://%s:%d", scheme, f"[{host}]" if ":" in host else host, config.port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -39,7 +39,8 @@ class BaseHandler(tornado.web.RequestHandler):
         keys = self.state.config.api_keys
         if keys and not self.public and self.request.method != "OPTIONS":
             auth = self.request.headers.get("Authorization", "")
-            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            # Anthropic's clients send the key as X-Api-Key
+            token = auth[7:].strip() if auth[:7].lower() == "bearer " else self.request.headers.get("X-Api-Key", "")
             ok = False
             for key in keys:  # constant-time compare against every key
                 ok |= hmac.compare_digest(token.encode(), key.encode())
@@ -63,12 +64,15 @@ class BaseHandler(tornado.web.RequestHandler):
             self.state.metrics.observe(self)
 
     def set_default_headers(self) -> None:
-        self.set_header("Access-Control-Allow-Origin", "*")
-        self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
-        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        # as llama-server: the caller's origin reflected (any origin may call), any header
+        self.set_header("Access-Control-Allow-Origin", self.request.headers.get("Origin") or "*")
+        self.set_header("Access-Control-Allow-Credentials", "true")
+        self.set_header("Access-Control-Allow-Headers", "*")
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
 
     def options(self, *args) -> None:
-        self.set_status(204)
+        """A CORS preflight: 200 with the headers above, no key needed."""
+        self.set_status(200)
         self.finish()
 
     @property
@@ -138,13 +142,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
 
-    async def send_sse(self, obj) -> bool:
-        """Write one ``data:`` event; False if the client has gone — or has not taken what was
-        sent within the timeout (``-to``): then the connection is closed."""
+    async def send_sse(self, obj, event: str | None = None) -> bool:
+        """Write one ``data:`` event (named ``event``, if given); False if the client has gone — or
+        has not taken what was sent within the timeout (``-to``): then the connection is closed."""
         payload = obj if isinstance(obj, bytes) else orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
         if self.state.config.verbose:
             log.debug("response event %s: %s", self.request.path, payload.decode())
         try:
+            if event is not None:
+                self.write(b"event: " + event.encode() + b"\n")
             self.write(b"data: " + payload + b"\n\n")
             sent = self.flush()
             if sent.done():     # the socket took it at once (the common case): no timer, no loop turn

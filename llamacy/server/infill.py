@@ -25,6 +25,7 @@ def infill_tokens(vocab, prefix: str, suffix: str, *, spm: bool, add_bos: bool, 
 
 
 class InfillHandler(CompletionHandler):
+    multi_prompt = False    # 'prompt' is extra text after the middle token
     def parse(self, body: dict, add_bos: bool):
         st = self.state
         prefix = get_str(body, "input_prefix", "")
@@ -35,7 +36,7 @@ class InfillHandler(CompletionHandler):
         tokens = infill_tokens(st.model.vocab, prefix, suffix, spm=st.config.spm_infill, add_bos=add_bos,
                                extra="" if with_images else extra)
         params = parse_completion({**body, "prompt": tokens, "image_data": None}, st.model.vocab, add_bos=False,
-                                  grammar_from_schema=st.grammar_from_schema)
+                                  grammar_from_schema=st.grammar_from_schema, sampling_defaults=st.sampling_defaults)
         if with_images:
             extra_tokens, media = with_images
             params.prompt_tokens = tokens + extra_tokens

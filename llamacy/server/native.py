@@ -13,7 +13,7 @@ from llamacy.server.slot_files import save_slot_file
 
 
 def slots_json(st) -> list[dict]:
-    return [slot_json(snap, model=st.model_name, n_predict=st.config.n_predict)
+    return [slot_json(snap, model=st.model_name, n_predict=st.config.n_predict, defaults=st.sampling_defaults)
             for snap in st.scheduler.slot_snapshots()]
 
 
@@ -42,11 +42,15 @@ class PropsHandler(BaseHandler):
     def get(self) -> None:
         st = self.state
         sch = st.require_ready()
+        default_settings = generation_settings(None, model=st.model_name, n_ctx=sch.n_ctx_slot,
+                                               n_predict=st.config.n_predict, defaults=st.sampling_defaults)
+        # today's llama-server nests the sampling settings under "params" (the spec's flat fields stay)
+        default_settings["params"] = dict(default_settings)
         self.write_json({
+            "model_path": st.model_path,
             "assistant_name": st.system_prompt.assistant_name,
             "user_name": st.system_prompt.anti_prompt,
-            "default_generation_settings": generation_settings(None, model=st.model_name, n_ctx=sch.n_ctx_slot,
-                                                               n_predict=st.config.n_predict),
+            "default_generation_settings": default_settings,
             "total_slots": sch.n_parallel,
             "modalities": {"vision": st.vision is not None, "audio": False},   # images with --mmproj
             "chat_template": st.chat_template.source if st.chat_template else "",

@@ -46,10 +46,18 @@ class ServerState:
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="llamacy-parse"))
     engine_info: dict = field(default_factory=dict)   # backends.report(): CPU variant, devices
     vision = None                        # api.images.Vision with --mmproj: the model accepts images
+    sampling_defaults = None             # SamplingParams: the spec's defaults, with --temp, --seed, ...
+
+    @property
+    def aliases(self) -> list[str]:
+        """The model's names from --alias (comma-separated), sorted."""
+        return sorted({a.strip() for a in (self.config.alias or "").split(",") if a.strip()})
 
     @property
     def model_name(self) -> str:
-        return self.config.alias or self.model_path
+        """The model's id: its first alias in sorted order (as llama-server), else its path."""
+        aliases = self.aliases
+        return aliases[0] if aliases else self.model_path
 
     @property
     def limits(self) -> RequestLimits:
@@ -113,6 +121,20 @@ class ServerState:
         c = self.config
         return ChatDefaults(reasoning_format=c.reasoning_format, enable_thinking=c.reasoning_budget != 0,
                             max_schema_depth=c.max_schema_depth)
+
+    def parse_chat(self, body, add_bos: bool | None = None):
+        """A chat/completions body → ChatRequest (the prompt tokenized, how to read the output)."""
+        from llamacy.api.openai import parse_chat
+        return parse_chat(body, self.model.vocab, self.chat_template, add_bos=self.add_bos if add_bos is None else add_bos,
+                          grammar_from_schema=self.grammar_from_schema, defaults=self.chat_defaults,
+                          sampling_defaults=self.sampling_defaults, vision=self.vision)
+
+    def count_chat_tokens(self, body) -> int:
+        """How many tokens the prompt of a chat/completions body has (nothing is generated)."""
+        from llamacy.api.completion import tokenize_prompt
+        from llamacy.api.openai import chat_prompt
+        prompt = chat_prompt(body, self.chat_template, self.chat_defaults).prompt
+        return len(tokenize_prompt(self.model.vocab, prompt, add_bos=self.add_bos))
 
     @property
     def add_bos(self) -> bool:
@@ -182,6 +204,7 @@ def load_engine(state: ServerState) -> None:
         c.chat_template, model.chat_template(),
         bos_token=vocab.token_text(vocab.bos) if vocab.bos >= 0 else "",
         eos_token=vocab.token_text(vocab.eos) if vocab.eos >= 0 else "")
+    state.sampling_defaults = server_sampling_defaults(c, model.vocab)
     state.model, state.ctx = model, ctx
     embed_ctx = None
     if c.embeddings:
@@ -225,6 +248,16 @@ def load_projector(c: ServerConfig, model):
                              "llamacy does not support")
     log.info("multimodal projector loaded: %s (images: %s)", c.mmproj, "GPU" if c.n_gpu_layers else "CPU")
     return projector
+
+
+def server_sampling_defaults(c: ServerConfig, vocab):
+    """The sampling options of a request that sets none: the spec's defaults, with the
+    command line's --temp, --seed, ... (checked as a request's options are)."""
+    from llamacy.api.completion import parse_sampling
+    try:
+        return parse_sampling(dict(c.sampling), vocab)
+    except LlamacyError as exc:
+        raise ValueError(f"sampling flags: {exc.message}") from None
 
 
 def log_engine(info: dict) -> None:

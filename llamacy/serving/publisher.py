@@ -18,7 +18,7 @@ import time
 from llamacy.engine.generation import (END_CANCELLED, END_CONTEXT, END_NOTHING, END_PROMPT_ONLY, END_STOP,
                                        ENTRY_PREFILL, ENTRY_SHIFT)
 from llamacy.serving.slots import Slot, SlotState
-from llamacy.serving.tasks import CANCELLED, Final, Partial, Timings, TokenProbs
+from llamacy.serving.tasks import CANCELLED, Final, Partial, Progress, Timings, TokenProbs
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,13 @@ class StepPublisher:
                 continue
             if kind == ENTRY_PREFILL:
                 start = slot.n_past
+                progress = slot.stream and slot.task.params.return_progress
+                if progress and not slot.n_prompt_evaluated:
+                    self._progress(slot, slot.t_start)   # as before the first batch: what the cache held
                 slot.cache_tokens.extend(slot.prompt_tokens[start:start + value])
                 slot.n_prompt_evaluated += value
+                if progress:
+                    self._progress(slot, now)
                 if slot.n_past >= len(slot.prompt_tokens):
                     slot.t_prompt_done = now
                     slot.state = SlotState.GENERATING
@@ -62,6 +67,11 @@ class StepPublisher:
                 if decoded >= 0:
                     slot.cache_tokens.append(decoded)
                 self._token(slot, value, flags, probs)
+
+    @staticmethod
+    def _progress(slot: Slot, now: float) -> None:
+        slot.task.push(Progress(total=len(slot.prompt_tokens), cache=slot.n_past - slot.n_prompt_evaluated,
+                                processed=slot.n_past, time_ms=(now - slot.t_start) * 1e3))
 
     def _token(self, slot: Slot, tok: int, flags: int, probs) -> None:
         if slot.task.cancelled or flags & END_CANCELLED:
@@ -77,6 +87,8 @@ class StepPublisher:
         if self.is_eog[tok]:
             return self.finish(slot, stopped_eos=True)
         slot.pending_token = tok
+        slot.generated.append(tok)
+        slot.tokens_unsent.append(tok)
         piece = self.pieces[tok]
         new_text = slot.text.push(piece)
         if probs is not None:
@@ -92,8 +104,8 @@ class StepPublisher:
             self.finish(slot, stopped_word=bool(flags & END_STOP), stopped_limit=not flags & END_STOP,
                         last_text=new_text)
         elif slot.stream and (new_text or slot.probs_unsent):
-            slot.task.push(Partial(new_text, slot.probs_unsent))
-            slot.probs_unsent = []
+            slot.task.push(Partial(new_text, slot.probs_unsent, slot.tokens_unsent))
+            slot.probs_unsent, slot.tokens_unsent = [], []
 
     def finish(self, slot: Slot, *, stopped_eos=False, stopped_limit=False, stopped_word=False,
                notify=True, last_text: str = "") -> None:
@@ -103,16 +115,17 @@ class StepPublisher:
         if task is not None and notify:
             tail = last_text + slot.text.flush()
             if slot.stream and (tail or slot.probs_unsent):
-                task.push(Partial(tail, slot.probs_unsent))
+                task.push(Partial(tail, slot.probs_unsent, slot.tokens_unsent))
             now = time.perf_counter()
             t_prompt_done = slot.t_prompt_done or now
             task.push(Final(
                 content=slot.text.text, probs=slot.probs, id_slot=slot.id, stopped_eos=stopped_eos,
                 stopped_limit=stopped_limit, stopped_word=stopped_word, stopping_word=slot.text.stopping_word,
                 tokens_predicted=slot.n_decoded, tokens_evaluated=len(slot.prompt_tokens), tokens_cached=slot.n_past,
-                truncated=slot.truncated,
+                truncated=slot.truncated, tokens=slot.generated,
                 timings=Timings(n_prompt=slot.n_prompt_evaluated, prompt_ms=(t_prompt_done - slot.t_start) * 1e3,
-                                n_predicted=slot.n_decoded, predicted_ms=(now - t_prompt_done) * 1e3)))
+                                n_predicted=slot.n_decoded, predicted_ms=(now - t_prompt_done) * 1e3,
+                                n_cache=len(slot.prompt_tokens) - slot.n_prompt_evaluated)))
         elif task is not None:
             task.push(CANCELLED)
         self.on_finish(slot)

@@ -54,6 +54,8 @@ class Slot:
         self.n_probs = 0
         self.probs: list[TokenProbs] = []
         self.probs_unsent: list[TokenProbs] = []
+        self.generated: list[int] = []       # sampled token ids (end-of-generation tokens excluded)
+        self.tokens_unsent: list[int] = []
         self.t_start = 0.0
         self.t_prompt_done = 0.0
         self.n_prompt_evaluated = 0

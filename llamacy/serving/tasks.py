@@ -31,6 +31,7 @@ class CompletionParams:
     prompt: Any = ""                 # as the client sent it, echoed in results
     with_system_prompt: bool = True  # start from the shared system prompt, if any
     media: Any = None                # serving.multimodal.MediaPrompt: the prompt's images (placeholders in prompt_tokens)
+    return_progress: bool = False    # stream a Progress event per prompt batch
 
 
 @dataclass
@@ -50,10 +51,23 @@ class TokenProbs:
 
 @dataclass
 class Partial:
-    """Newly generated text (streamed); ``probs`` holds n_probs data for its tokens."""
+    """Newly generated text (streamed); ``probs`` holds n_probs data for its tokens, ``tokens``
+    the ids sampled since the last Partial."""
 
     content: str
     probs: list[TokenProbs]
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Progress:
+    """Prompt processing so far (``return_progress``): ``total`` prompt tokens, ``cache`` of them
+    reused from the slot's cache, ``processed`` (cache included) decoded by now."""
+
+    total: int
+    cache: int
+    processed: int
+    time_ms: float
 
 
 @dataclass
@@ -64,6 +78,7 @@ class Timings:
     prompt_ms: float
     n_predicted: int
     predicted_ms: float
+    n_cache: int = 0         # prompt tokens taken from the cache
 
 
 @dataclass
@@ -82,6 +97,7 @@ class Final:
     tokens_cached: int
     truncated: bool
     timings: Timings
+    tokens: list[int] = field(default_factory=list)    # the generated token ids
 
 
 @dataclass

@@ -44,7 +44,7 @@ CASES = {
     "prompt-bool-token": completion("prompt", [True]),
     "prompt-token-too-big": completion("prompt", [99999999]),
     "prompt-token-negative": completion("prompt", [-1]),
-    "prompt-nested-array": completion("prompt", [[1, 2]]),
+    "prompt-nested-array": completion("prompt", [[[1, 2]]]),   # [[1, 2]] is today's form of several prompts
     # --- /completion: numbers -----------------------------------------------------------------
     "n_predict-string": completion("n_predict", "x"),
     "n_predict-float": completion("n_predict", 1.5),

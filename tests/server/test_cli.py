@@ -105,7 +105,7 @@ def test_parser_accepts_every_spec_flag(flags):
 def test_spec_defaults():
     c = config_from_args([])
     assert (c.n_ctx, c.n_batch, c.n_ubatch, c.n_parallel, c.n_predict) == (512, 2048, 512, 1, -1)
-    assert (c.host, c.port, c.timeout) == ("127.0.0.1", 8080, 600)
+    assert (c.hosts, c.port, c.timeout) == (("127.0.0.1",), 8080, 600)
     assert (c.grp_attn_n, c.grp_attn_w, c.defrag_thold) == (1, 512, -1.0)
     assert (c.cache_type_k, c.cache_type_v, c.flash_attn) == ("f16", "f16", False)
     assert (c.yarn_attn_factor, c.yarn_beta_slow, c.yarn_beta_fast) == (1.0, 1.0, 32.0)

@@ -153,7 +153,7 @@ def test_errors_surface_as_client_exceptions(client):
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="x", messages=[{"role": 5, "content": "x"}])
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="x", messages=MESSAGES, n=2)
+        client.chat.completions.create(model="x", messages=MESSAGES, n=17)   # 1 to 16 choices
     with pytest.raises(openai.APIStatusError) as err:
         client.embeddings.create(model="x", input="hello")  # without --embeddings: the spec's 501
     assert err.value.status_code == 501 and "--embeddings" in str(err.value)
