@@ -9,7 +9,7 @@ from typing import Any
 
 from llamacy.api.chat import ChatDelta, ChatMessage
 from llamacy.api.fields import require_object
-from llamacy.api.openai import new_id
+from llamacy.api.openai import function_tool, new_id
 from llamacy.errors import InvalidRequestError
 from llamacy.serving.tasks import Final
 
@@ -102,13 +102,7 @@ def _tools(tools: Any) -> list[dict] | None:
     for i, t in enumerate(tools):
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise InvalidRequestError(f"tools[{i}] must be an object with a string 'name'")
-        schema = t.get("input_schema")
-        if schema is not None and not isinstance(schema, dict):
-            raise InvalidRequestError(f"tools[{i}].input_schema must be a JSON Schema object")
-        fn = {"name": t["name"], "parameters": schema or {"type": "object", "properties": {}}}
-        if t.get("description") is not None:
-            fn["description"] = t["description"]
-        out.append({"type": "function", "function": fn})
+        out.append(function_tool(i, t["name"], t.get("description"), t.get("input_schema"), "input_schema"))
     return out
 
 

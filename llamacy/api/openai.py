@@ -41,6 +41,17 @@ def include_usage(body: dict) -> bool:
     return get_bool(require_object(options, "'stream_options'"), "include_usage", False)
 
 
+def function_tool(i: int, name: Any, description: Any, parameters: Any, field: str) -> dict:
+    """A tool of another API (Anthropic, Responses) as a chat/completions ``tools`` entry;
+    ``field`` names where its JSON Schema came from, for the error message."""
+    if parameters is not None and not isinstance(parameters, dict):
+        raise InvalidRequestError(f"tools[{i}].{field} must be a JSON Schema object")
+    fn = {"name": name, "parameters": parameters or {"type": "object", "properties": {}}}
+    if description is not None:
+        fn["description"] = description
+    return {"type": "function", "function": fn}
+
+
 def parse_n(body: dict) -> int:
     """``n``: how many choices (each generated as a request of its own)."""
     return get_int(body, "n", 1, lo=1, hi=MAX_CHOICES)

@@ -11,7 +11,7 @@ from typing import Any
 from llamacy.api.chat import ChatDelta, ChatMessage
 from llamacy.api.completion import timings_json
 from llamacy.api.fields import get_int, require_object
-from llamacy.api.openai import new_id
+from llamacy.api.openai import function_tool, new_id
 from llamacy.errors import InvalidRequestError
 from llamacy.serving.tasks import Final
 
@@ -93,13 +93,7 @@ def _tools(tools: Any) -> list[dict] | None:
         if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(t.get("name"), str):
             raise InvalidRequestError(f"tools[{i}] must be {{\"type\": \"function\", \"name\": ...}} "
                                       "(built-in tools are not available)")
-        parameters = t.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise InvalidRequestError(f"tools[{i}].parameters must be a JSON Schema object")
-        fn = {"name": t["name"], "parameters": parameters or {"type": "object", "properties": {}}}
-        if t.get("description") is not None:
-            fn["description"] = t["description"]
-        out.append({"type": "function", "function": fn})
+        out.append(function_tool(i, t["name"], t.get("description"), t.get("parameters"), "parameters"))
     return out
 
 

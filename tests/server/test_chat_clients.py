@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from helpers import wait_for
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 KEY = "chat-client-key"
@@ -47,9 +48,7 @@ def test_client_streams_a_conversation(name, server):
     assert proc.returncode == 0, proc.stderr
     answers = proc.stdout.split("\n")
     assert answers[-1] == "" and len(answers) >= 3
-    deadline = time.monotonic() + 10
-    while len(logged_completion_requests(server)) < before + 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(logged_completion_requests(server)) >= before + 2, "both requests in the server's log")
     first, second = logged_completion_requests(server)[before:before + 2]
     for body, question in ((first, QUESTIONS[0]), (second, QUESTIONS[1])):
         assert body["stream"] is True and body["n_predict"] == 24 and body["temperature"] == 0
