@@ -63,6 +63,11 @@ cdef enum:
     R_ERROR = 2
     RING = 16             # step records between the loop and the IOLoop
     PARALLEL_MIN = 4      # outputs in a step from which sampling runs on several threads
+    ROWS_PER_THREAD = 16  # outputs per sampling thread at least (a thread more costs more than 16 argmaxes)
+    # a sequence's part in the step's batch
+    P_NONE = 0
+    P_TOKEN = 1           # its sampled token
+    P_CHUNK = 2           # a chunk of its prompt
 
 ENTRY_TOKEN, ENTRY_PREFILL, ENTRY_SHIFT = E_TOKEN, E_PREFILL, E_SHIFT
 END_EOG, END_LIMIT, END_STOP, END_NOTHING = F_EOG, F_LIMIT, F_STOP, F_NOTHING
@@ -73,6 +78,8 @@ RUN_PAUSED, RUN_IDLE, RUN_ERROR = R_PAUSED, R_IDLE, R_ERROR
 ctypedef struct GenSeq:
     int state
     int cancelled
+    int32_t epoch             # bumped by every add(): entries of an earlier request are dropped
+    int32_t trim_from         # >= 0: drop the KV from this position on before the first prompt chunk
     SamplerCore * core        # borrowed: Generator._samplers holds the Sampler
     llama_token * prompt      # owned copy of the prompt
     int32_t n_prompt
@@ -97,11 +104,24 @@ ctypedef struct GenSeq:
 ctypedef struct Entry:
     int32_t kind
     int32_t seq
+    int32_t epoch             # the sequence's epoch when the entry was written
     int32_t value             # TOKEN: the sampled token; PREFILL: tokens decoded; SHIFT: tokens discarded
     int32_t decoded           # TOKEN: the token decoded this step (-1: the step decoded its prompt's end)
     int32_t flags
     int32_t probs_at
     int32_t n_probs
+
+
+ctypedef struct LoopCounters:
+    int64_t runs              # run() calls (each pause for the IOLoop ends one)
+    int64_t steps
+    int64_t tokens            # tokens in the steps' batches
+    double run_s              # inside run()
+    int64_t pad_tokens        # tokens of idle sequences put in gaps (pad_gaps)
+    double decode_s           # in llama_decode (on a GPU: building and launching the graph)
+    double sync_s             # waiting for the device to finish the step (llama_synchronize)
+    double sample_s           # sampling the outputs
+    double wait_s             # waiting for the IOLoop to drain the ring (it fell RING steps behind)
 
 
 ctypedef struct StepRecord:
@@ -159,11 +179,25 @@ cdef class Generator:
     cdef int32_t * out_n_probs
     cdef int32_t * in_step        # sequences with tokens in the step's batch (for a failed step)
     cdef int32_t n_in_step
+    # the step's plan per sequence, written into the batch in sequence order (libllama splits a
+    # batch over per-sequence KV streams into one micro-batch per run of consecutive sequence ids)
+    cdef int32_t * plan_kind
+    cdef int32_t * plan_pos
+    cdef int32_t * plan_start
+    cdef int32_t * plan_n
+    cdef uint8_t * plan_out       # a chunk ending its prompt: its last token is sampled
+    cdef bint pad_gaps            # fill gaps between those runs with a token of the idle sequence
+    cdef int32_t n_ctx_seq
+    cdef int32_t * pad_seq
+    cdef int32_t * pad_pos
+    cdef int32_t n_pad
     # a failed step
     cdef int error_rc
     cdef object error
     cdef object fault_hook
     cdef bint has_fault_hook
+    # where the engine thread's time goes (read by the IOLoop: approximate, never torn badly)
+    cdef LoopCounters tally
 
     def __cinit__(self):
         self.seqs = NULL
@@ -177,7 +211,12 @@ cdef class Generator:
             self.ring[i].probs = NULL
 
     def __init__(self, Context ctx, int32_t n_seq, int32_t n_batch, pieces, eog_tokens, *, int32_t ga_n=1,
-                 int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1):
+                 int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1, bint pad_gaps=False):
+        """``pad_gaps``: a batch over per-sequence KV streams is decoded as one micro-batch per
+        run of consecutive sequence ids, so idle sequences between busy ones cost a pass over the
+        weights each; with ``pad_gaps`` each such idle sequence gets one throw-away token (at
+        its next position, removed after the decode) to keep the batch one run. Worth it where
+        a token costs far less than a pass (a GPU), not on a CPU; never with self-extend."""
         ctx._check()
         self.ctx = ctx
         self.c_ctx = ctx.c_ctx
@@ -205,6 +244,19 @@ cdef class Generator:
         self.probs_buf = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
         self.out_n_probs = <int32_t *> malloc(n_seq * sizeof(int32_t))
         self.in_step = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.plan_kind = <int32_t *> calloc(n_seq, sizeof(int32_t))
+        self.plan_pos = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.plan_start = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.plan_n = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.plan_out = <uint8_t *> calloc(n_seq, 1)
+        self.pad_seq = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.pad_pos = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.pad_gaps = pad_gaps and ga_n == 1
+        self.n_ctx_seq = ctx.n_ctx_seq
+        self.n_pad = 0
+        if (self.plan_kind == NULL or self.plan_pos == NULL or self.plan_start == NULL or self.plan_n == NULL
+                or self.plan_out == NULL or self.pad_seq == NULL or self.pad_pos == NULL):
+            raise MemoryError()
         if (self.seqs == NULL or self.piece_ptr == NULL or self.piece_len == NULL or self.is_eog == NULL
                 or self.out_seq == NULL or self.out_idx == NULL or self.out_decoded == NULL or self.out_tok == NULL
                 or self.out_core == NULL or self.out_rows == NULL or self.out_probs == NULL
@@ -249,19 +301,30 @@ cdef class Generator:
         free(self.probs_buf)
         free(self.out_n_probs)
         free(self.in_step)
+        free(self.plan_kind)
+        free(self.plan_pos)
+        free(self.plan_start)
+        free(self.plan_n)
+        free(self.plan_out)
+        free(self.pad_seq)
+        free(self.pad_pos)
         for i in range(RING):
             free(self.ring[i].entries)
             free(self.ring[i].probs)
 
     # --- control (IOLoop thread) ------------------------------------------------------
     def add(self, int32_t seq, Sampler sampler, prompt, int32_t n_cached, int32_t n_ctx, int32_t n_keep,
-            int64_t n_predict, stops=()):
-        """Hand a request to the loop (only while it is not running): ``prompt`` (all of it, the
-        first ``n_cached`` tokens already in the sequence's KV), the slot's context size,
-        n_keep for context shifts, n_predict (-1: no limit) and its stop strings (bytes)."""
+            int64_t n_predict, stops=(), *, bint trim=False):
+        """Hand a request to the loop — also while it runs: it takes the sequence at its next
+        step — ``prompt`` (all of it, the first ``n_cached`` tokens already in the sequence's KV),
+        the slot's context size, n_keep for context shifts, n_predict (-1: no limit) and its stop
+        strings (bytes). ``trim``: the KV may hold more than those ``n_cached`` tokens; the loop
+        drops the rest itself before the first chunk (Python must not touch the memory while it
+        runs). Entries of the sequence's previous request still in the ring are dropped."""
         self._check_seq(seq)
         cdef GenSeq * q = &self.seqs[seq]
-        if q.state == SEQ_PREFILL or q.state == SEQ_ACTIVE:
+        cdef int st = llamacy_load(&q.state)
+        if st == SEQ_PREFILL or st == SEQ_ACTIVE:
             raise ValueError(f"sequence {seq} is still running")
         if sampler.c.n_probs > self.max_n_probs:
             raise ValueError(f"n_probs {sampler.c.n_probs} is above the loop's {self.max_n_probs}")
@@ -301,6 +364,8 @@ cdef class Generator:
         q.core = &sampler.c
         q.token = -1
         q.cancelled = 0
+        q.trim_from = n_cached if trim else -1
+        q.epoch += 1
         self._samplers[seq] = sampler
         llamacy_store(&q.state, SEQ_PREFILL)
 
@@ -378,11 +443,19 @@ cdef class Generator:
         cdef uint64_t one = 1
         cdef int n
         cdef StepRecord * rec
+        cdef double t0, mark = _now(), now
+        self.tally.runs += 1
         while True:
-            while self.head - llamacy_load(&self.tail) >= RING:   # the IOLoop is behind: wait for it
-                usleep(50)
+            if self.head - llamacy_load(&self.tail) >= RING:   # the IOLoop is behind: wait for it
+                t0 = _now()
+                while self.head - llamacy_load(&self.tail) >= RING:
+                    usleep(50)
+                self.tally.wait_s += _now() - t0
             rec = &self.ring[self.head % RING]
             n = self._step(rec)
+            now = _now()
+            self.tally.run_s += now - mark      # counted as it goes: a long run shows in /metrics
+            mark = now
             if n < 0:
                 return R_ERROR
             if n == 0:
@@ -398,6 +471,7 @@ cdef class Generator:
         cdef Entry * e = &rec.entries[rec.n_entries]
         rec.n_entries += 1
         e.kind, e.seq, e.value, e.decoded, e.flags, e.probs_at, e.n_probs = kind, seq, value, decoded, flags, 0, 0
+        e.epoch = self.seqs[seq].epoch
         return e
 
     cdef inline void _add_token(self, llama_token tok, int32_t pos, int32_t seq, bint logits) noexcept nogil:
@@ -415,6 +489,7 @@ cdef class Generator:
         -1 when the decode failed."""
         cdef double t0 = _now()
         cdef int32_t s, pos, n, start, budget, k, n_discard
+        cdef int rc
         cdef GenSeq * q
         cdef GenSeq * best
         cdef int64_t best_order
@@ -427,10 +502,14 @@ cdef class Generator:
         self.batch.c_batch.n_tokens = 0
         self.n_out = 0
         self.n_in_step = 0
+        self.n_pad = 0
+        cdef int32_t n_planned = 0
+        for s in range(self.n_seq):
+            self.plan_kind[s] = P_NONE
         # 1. one token for every generating sequence
         for s in range(self.n_seq):
             q = &self.seqs[s]
-            if q.state != SEQ_ACTIVE:
+            if llamacy_load(&q.state) != SEQ_ACTIVE:
                 continue
             if llamacy_load(&q.cancelled):
                 self._end(rec, s, F_CANCELLED, -1)
@@ -451,20 +530,18 @@ cdef class Generator:
                 q.n_past_se += 1
             else:
                 pos = q.n_past
-            self.out_seq[self.n_out] = s
-            self.out_idx[self.n_out] = self.batch.c_batch.n_tokens
-            self.out_decoded[self.n_out] = q.token
-            self.n_out += 1
+            self.plan_kind[s] = P_TOKEN
+            self.plan_pos[s] = pos
+            n_planned += 1
             self.in_step[self.n_in_step] = s
             self.n_in_step += 1
-            self._add_token(q.token, pos, s, True)
         # 2. prompt chunks, first come first served, up to n_batch tokens in all
-        budget = self.n_batch - self.batch.c_batch.n_tokens
+        budget = self.n_batch - n_planned
         while budget > 0:
             best = NULL
             for s in range(self.n_seq):
                 q = &self.seqs[s]
-                if q.state == SEQ_PREFILL and (best == NULL or q.order < best_order):
+                if llamacy_load(&q.state) == SEQ_PREFILL and (best == NULL or q.order < best_order):
                     best, best_order, k = q, q.order, s
             if best == NULL:
                 break
@@ -472,6 +549,9 @@ cdef class Generator:
             if llamacy_load(&q.cancelled):
                 self._end(rec, s, F_CANCELLED, -1)
                 continue
+            if q.trim_from >= 0:       # added while the loop ran: the KV tail goes here, on this thread
+                llama_memory_seq_rm(self.c_mem, s, q.trim_from, -1)
+                q.trim_from = -1
             start = q.n_prompt_done
             n = q.n_prompt - start
             if n > budget:
@@ -482,9 +562,12 @@ cdef class Generator:
                 if n > q.ga_i + self.ga_w - pos:
                     n = q.ga_i + self.ga_w - pos
                 q.n_past_se += n
-            for k in range(n):
-                self._add_token(q.prompt[start + k], pos + k, s,
-                                q.want_sample and start + k == q.n_prompt - 1)
+            self.plan_kind[s] = P_CHUNK
+            self.plan_pos[s] = pos
+            self.plan_start[s] = start
+            self.plan_n[s] = n
+            self.plan_out[s] = q.want_sample and start + n == q.n_prompt
+            n_planned += n
             self.in_step[self.n_in_step] = s
             self.n_in_step += 1
             self._entry(rec, E_PREFILL, s, n, -1, 0)
@@ -494,21 +577,23 @@ cdef class Generator:
             rec.n_prompt += n
             if q.n_prompt_done == q.n_prompt:
                 if q.want_sample:
-                    self.out_seq[self.n_out] = s
-                    self.out_idx[self.n_out] = self.batch.c_batch.n_tokens - 1
-                    self.out_decoded[self.n_out] = -1
-                    self.n_out += 1
-                    q.state = SEQ_ACTIVE   # its first token is sampled below
+                    llamacy_store(&q.state, SEQ_ACTIVE)   # its first token is sampled below
                 else:
                     self._end(rec, s, F_PROMPT_ONLY, -1)
             else:
                 break                  # the batch is full
-        if self.batch.c_batch.n_tokens == 0:
+        if n_planned == 0:
             rec.seconds = _now() - t0
             return rec.n_entries
-        # 3. decode and sample
-        rec.n_tokens = self.batch.c_batch.n_tokens
-        if self._decode_and_sample(rec) != 0:
+        # 3. write the batch in sequence order, decode and sample
+        self._write_batch(self.pad_gaps, n_planned)
+        rec.n_tokens = n_planned
+        self.tally.steps += 1
+        self.tally.tokens += n_planned
+        rc = self._decode_and_sample(rec)
+        for k in range(self.n_pad):    # the throw-away tokens leave the idle sequences' KV as it was
+            llama_memory_seq_rm(self.c_mem, self.pad_seq[k], self.pad_pos[k], -1)
+        if rc != 0:
             for k in range(self.n_in_step):
                 llamacy_store(&self.seqs[self.in_step[k]].state, SEQ_DONE)
             return -1
@@ -517,6 +602,51 @@ cdef class Generator:
             self._advance(rec, k)
         rec.seconds = _now() - t0
         return rec.n_entries
+
+    cdef void _write_batch(self, bint pad, int32_t n_planned) noexcept nogil:
+        """The step's plan into the batch, sequence by sequence, and its outputs (``pad``: with
+        a throw-away token for each idle sequence between the first and the last planned one
+        that has room for it, while the batch stays within n_batch)."""
+        cdef int32_t s, k, first = -1, last = -1, p
+        cdef int st
+        cdef GenSeq * q
+        self.batch.c_batch.n_tokens = 0
+        self.n_out = 0
+        self.n_pad = 0
+        for s in range(self.n_seq):
+            if self.plan_kind[s] != P_NONE:
+                if first < 0:
+                    first = s
+                last = s
+        for s in range(self.n_seq):
+            q = &self.seqs[s]
+            if self.plan_kind[s] == P_TOKEN:
+                self.out_seq[self.n_out] = s
+                self.out_idx[self.n_out] = self.batch.c_batch.n_tokens
+                self.out_decoded[self.n_out] = q.token
+                self.n_out += 1
+                self._add_token(q.token, self.plan_pos[s], s, True)
+            elif self.plan_kind[s] == P_CHUNK:
+                for k in range(self.plan_n[s]):
+                    self._add_token(q.prompt[self.plan_start[s] + k], self.plan_pos[s] + k, s,
+                                    self.plan_out[s] and k == self.plan_n[s] - 1)
+                if self.plan_out[s]:
+                    self.out_seq[self.n_out] = s
+                    self.out_idx[self.n_out] = self.batch.c_batch.n_tokens - 1
+                    self.out_decoded[self.n_out] = -1
+                    self.n_out += 1
+            elif pad and first < s < last and n_planned + self.n_pad < self.n_batch:
+                st = llamacy_load(&q.state)
+                if st != SEQ_FREE and st != SEQ_DONE:
+                    continue
+                p = llama_memory_seq_pos_max(self.c_mem, s) + 1
+                if p >= self.n_ctx_seq:
+                    continue
+                self.pad_seq[self.n_pad] = s
+                self.pad_pos[self.n_pad] = p
+                self.n_pad += 1
+                self._add_token(0, p, s, False)
+        self.tally.pad_tokens += self.n_pad
 
     cdef void _end(self, StepRecord * rec, int32_t s, int32_t flags, int32_t decoded) noexcept nogil:
         self._entry(rec, E_TOKEN, s, -1, decoded, flags)
@@ -595,11 +725,23 @@ cdef class Generator:
     cdef int _decode_and_sample(self, StepRecord * rec) noexcept nogil:
         """Decode the batch — in halving pieces while there is no KV room for it (llama_decode
         returns 1, leaving the memory as it was) — sampling each piece's outputs before the next."""
-        cdef int32_t n = self.batch.c_batch.n_tokens, start = 0, view = n, m, k, j, n_pick
+        cdef int32_t n = self.batch.c_batch.n_tokens, start = 0, view = n, m, k, j, n_pick, n_threads
         cdef int rc
+        cdef double t0
         while start < n:
             m = view if view < n - start else n - start
+            t0 = _now()
             rc = self._decode(start, m)
+            self.tally.decode_s += _now() - t0
+            if rc == 1 and self.n_pad > 0 and start == 0:   # no room with the padding: without it
+                self._write_batch(False, 0)
+                n = self.batch.c_batch.n_tokens
+                view = n
+                continue
+            if rc == 0:
+                t0 = _now()
+                llama_synchronize(self.c_ctx)
+                self.tally.sync_s += _now() - t0
             if rc == 1 and m > 1:
                 view = m // 2
                 rec.split_view = view
@@ -607,6 +749,7 @@ cdef class Generator:
             if rc != 0:
                 self.error_rc = rc
                 return rc
+            t0 = _now()
             n_pick = 0                 # the outputs inside this piece, resolved in order first
             for k in range(self.n_out):
                 if start <= self.out_idx[k] < start + m:
@@ -615,14 +758,20 @@ cdef class Generator:
                     n_pick += 1
                 else:
                     self.out_core[k] = NULL
-            if n_pick >= PARALLEL_MIN:   # as many threads as the decode used: one OpenMP pool, no oversubscription
-                for k in prange(self.n_out, schedule="static", num_threads=llama_n_threads(self.c_ctx)):
+            if n_pick >= PARALLEL_MIN:   # at most as many threads as the decode used: one OpenMP pool
+                n_threads = llama_n_threads(self.c_ctx)
+                if n_threads > (n_pick + ROWS_PER_THREAD - 1) // ROWS_PER_THREAD:
+                    n_threads = (n_pick + ROWS_PER_THREAD - 1) // ROWS_PER_THREAD
+                if n_threads < 2:
+                    n_threads = 2
+                for k in prange(self.n_out, schedule="static", num_threads=n_threads):
                     if self.out_core[k] != NULL:
                         self._sample_one(k)
             elif n_pick > 0:
                 for k in range(self.n_out):
                     if self.out_core[k] != NULL:
                         self._sample_one(k)
+            self.tally.sample_s += _now() - t0
             start += m
         return 0
 
@@ -645,6 +794,8 @@ cdef class Generator:
             entries = []
             for i in range(rec.n_entries):
                 e = &rec.entries[i]
+                if e.epoch != self.seqs[e.seq].epoch:   # its request was replaced since (add())
+                    continue
                 probs = None
                 if e.n_probs:
                     probs = [(rec.probs[e.probs_at + j].token, rec.probs[e.probs_at + j].prob)
@@ -654,6 +805,16 @@ cdef class Generator:
             tail += 1
         llamacy_store(&self.tail, tail)
         return out
+
+    @property
+    def counters(self) -> dict:
+        """Where the engine thread's time went since the loop was made: run() calls, steps,
+        tokens decoded, and seconds inside run(), in llama_decode, waiting for the device, sampling, and waiting for the
+        IOLoop to take its results; and the throw-away tokens of ``pad_gaps``."""
+        c = self.tally
+        return {"runs": c.runs, "steps": c.steps, "tokens": c.tokens, "pad_tokens": c.pad_tokens, "run_seconds": c.run_s,
+                "decode_seconds": c.decode_s, "sync_seconds": c.sync_s, "sample_seconds": c.sample_s,
+                "wait_seconds": c.wait_s}
 
     @property
     def batch_tokens(self) -> int:

@@ -290,6 +290,13 @@ cdef class Model:
                    for name in (b"cls.weight", b"cls.output.weight"))
 
     @property
+    def has_recurrent_state(self) -> bool:
+        """True for recurrent and hybrid models (Mamba, RWKV, …), whose memory cannot drop
+        the tail of a sequence: only all of it."""
+        self._check()
+        return llama_model_is_recurrent(self.c_model) or llama_model_is_hybrid(self.c_model)
+
+    @property
     def n_layer(self) -> int:
         self._check()
         return llama_model_n_layer(self.c_model)

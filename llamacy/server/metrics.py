@@ -117,6 +117,28 @@ class Metrics:
         yield rejected
         yield CounterMetricFamily("llamacy:failed_steps", "Engine steps that failed (their requests got an error).",
                                   value=stats.n_failed_steps_total if stats else 0)
+        if sch is not None:
+            yield from _loop_families(sch.loop_counters())
+
+
+def _loop_families(c: dict):
+    """Where the engine thread's time goes: a step loop that waits for the IOLoop (``wait``)
+    or spends its run outside decode and sampling is held back by the host, not the device."""
+    yield CounterMetricFamily("llamacy:engine_steps", "Decode steps of the generation loop.", value=c["steps"])
+    yield CounterMetricFamily("llamacy:engine_batch_tokens", "Tokens in the generation loop's batches.",
+                              value=c["tokens"])
+    yield CounterMetricFamily("llamacy:engine_runs", "Runs of the generation loop (each pause for the IOLoop ends one).",
+                              value=c["runs"])
+    yield CounterMetricFamily("llamacy:engine_pad_tokens", "Throw-away tokens of idle slots that kept a batch "
+                              "one micro-batch (GPU).", value=c["pad_tokens"])
+    seconds = CounterMetricFamily("llamacy:engine_seconds", "Seconds of the engine thread in the generation loop, "
+                                  "by part: run (all of it), decode (llama_decode), sync (waiting for the device), "
+                                  "sample, wait (for the IOLoop to take results).", labels=["part"])
+    for part in ("run", "decode", "sync", "sample", "wait"):
+        seconds.add_metric([part], c[f"{part}_seconds"])
+    yield seconds
+    yield CounterMetricFamily("llamacy:publish_seconds", "Seconds the IOLoop spent turning steps into events.",
+                              value=c["publish_seconds"])
 
 
 class MetricsHandler(BaseHandler):

@@ -218,7 +218,8 @@ def load_engine(state: ServerState) -> None:
     state.scheduler = Scheduler(model, ctx, n_parallel=c.n_parallel, n_batch=c.n_batch, n_predict=c.n_predict,
                                 embed_ctx=embed_ctx, grp_attn_n=c.grp_attn_n, grp_attn_w=c.grp_attn_w,
                                 max_queued=c.queue_max, max_n_probs=c.max_n_probs, faults=state.faults,
-                                projector=projector)
+                                projector=projector,
+                                pad_gaps=bool(c.n_gpu_layers and backends.gpu_devices()) and projector is None)
     if projector is not None:
         from llamacy.api.images import Vision
         state.vision = Vision(projector)

@@ -28,11 +28,11 @@ def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
     return tokens[:n_keep] + tokens[n_keep + erased_blocks * n_block:]
 
 
-def choose_slot(slots: list[Slot], p: CompletionParams) -> Slot | None:
+def choose_slot(slots: list[Slot], p: CompletionParams, usable: list[bool]) -> Slot | None:
+    """The slot for a request among the ``usable`` ones (a pinned request waits for its own)."""
     if p.id_slot >= 0:
-        slot = slots[p.id_slot]
-        return None if slot.is_busy else slot
-    idle = [s for s in slots if not s.is_busy]
+        return slots[p.id_slot] if usable[p.id_slot] else None
+    idle = [s for s in slots if usable[s.id]]
     if not idle:
         return None
     if p.cache_prompt:
@@ -48,9 +48,11 @@ def effective_n_predict(requested: int, server_cap: int) -> int:
 
 
 def start_request(slot: Slot, task: Task, *, ctx: Context, model: Model, system_tokens: list[int],
-                  n_predict_cap: int, reuse_cache: bool) -> None:
+                  n_predict_cap: int, reuse_cache: bool, trim_kv: bool = True) -> None:
     """Put ``task`` into ``slot``: prompt (system prompt first), cache reuse, sampler.
-    ``reuse_cache`` is False under self-extend, whose positions depend on the whole history."""
+    ``reuse_cache`` is False under self-extend, whose positions depend on the whole history.
+    ``trim_kv``: drop the KV past the reused prefix here (the loop is not running); otherwise
+    the generation loop drops it when it takes the sequence."""
     p: CompletionParams = task.params
     n_ctx = slot.n_ctx
     system = system_tokens if p.with_system_prompt else []
@@ -82,7 +84,7 @@ def start_request(slot: Slot, task: Task, *, ctx: Context, model: Model, system_
     if media is not None:
         n_common = media.safe_prefix(n_common, len(system))
     if n_common < slot.n_past:
-        if not ctx.seq_rm(slot.id, n_common, -1):
+        if trim_kv and not ctx.seq_rm(slot.id, n_common, -1):
             ctx.seq_rm(slot.id, -1, -1)
             n_common = 0
         del slot.cache_tokens[n_common:]

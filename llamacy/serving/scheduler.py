@@ -5,10 +5,13 @@ save/restore), frees what ended, admits queued completions into idle slots (``ad
 hands them to the C generation loop (``engine/generation.pyx``), runs at most one embedding
 batch (``embedding_queue``), then lets the generation loop run on the engine thread — with the
 GIL released — until it runs out of work or is asked to pause because something needs the
-IOLoop's attention (a request to admit, an engine job, an embedding batch, shutdown). While it
-runs, each finished step wakes the IOLoop through an eventfd, and ``publisher`` turns the
-step's token ids into slot updates, text and events: the engine never waits for Python.
-Everything that touches the context runs on the engine thread or between runs, never beside one.
+IOLoop's attention (an engine job, an embedding batch, a system prompt, images to evaluate,
+shutdown). A request that arrives while it runs joins it at its next step (``live_admission``:
+the loop drops the slot's stale KV itself); only models whose memory cannot drop a sequence's
+tail, and servers with a projector, pause it to admit. While it runs, each finished step wakes
+the IOLoop through an eventfd, and ``publisher`` turns the step's token ids into slot updates,
+text and events: the engine never waits for Python. Everything that touches the context runs
+on the engine thread or between runs, never beside one.
 
 Faults stay in the step that met them: its requests end with an error, its slots' KV is
 cleared, one traceback is logged, and the loop goes on. If steps keep failing, or the loop
@@ -21,6 +24,7 @@ import asyncio
 import collections
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -33,6 +37,7 @@ from llamacy.serving.embedding_queue import EmbeddingQueue
 from llamacy.serving.faults import FaultInjector
 from llamacy.serving.multimodal import MediaPrefill
 from llamacy.serving.publisher import StepPublisher
+from llamacy.serving.slot_ops import SlotOperations
 from llamacy.serving.slots import Slot, SlotSnapshot, SlotState
 from llamacy.serving.tasks import CANCELLED, Task
 
@@ -59,13 +64,13 @@ def _internal_error(exc: BaseException, where: str) -> LlamacyError:
     return LlamacyError(f"internal error in {where}: {type(exc).__name__}: {exc}")
 
 
-class Scheduler:
+class Scheduler(SlotOperations):
     """Owns the context's sequences and runs the decode loop."""
 
     def __init__(self, model: Model, ctx: Context, *, n_parallel: int, n_batch: int, n_predict: int = -1,
                  embed_ctx: Context | None = None, grp_attn_n: int = 1, grp_attn_w: int = 512,
                  max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None,
-                 projector=None) -> None:
+                 projector=None, pad_gaps: bool = False) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -79,6 +84,9 @@ class Scheduler:
         if grp_attn_n < 1 or (grp_attn_n > 1 and (grp_attn_w % grp_attn_n or grp_attn_w < grp_attn_n)):
             raise ValueError("--grp-attn-w must be a multiple of --grp-attn-n")
         self.ga_n = grp_attn_n   # self-extend (group attention); 1 = off
+        # admitting while the C loop runs (it trims the KV itself): not for memories that can only
+        # drop a whole sequence (Python trims theirs between runs), nor with images (prefilled here)
+        self.live_admission = not model.has_recurrent_state and projector is None
         n_ctx_slot = ctx.n_ctx // n_parallel
         self.slots = [Slot(i, n_ctx_slot) for i in range(n_parallel)]
         self.queue: collections.deque[Task] = collections.deque()   # completions waiting for a slot
@@ -90,9 +98,10 @@ class Scheduler:
         self.stats = Stats()
         self.faults = faults
         self.error: str | None = None          # set when the engine is unusable
+        self.t_publish_total = 0.0              # seconds the IOLoop spent publishing steps
         self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.gen = Generator(ctx, n_parallel, self.n_batch, self.pieces, self.vocab.eog_tokens(), ga_n=grp_attn_n,
-                             ga_w=grp_attn_w, max_n_probs=max_n_probs, notify_fd=self._notify_fd)
+                             ga_w=grp_attn_w, max_n_probs=max_n_probs, notify_fd=self._notify_fd, pad_gaps=pad_gaps)
         if faults is not None:
             self.gen.set_fault_hook(self._decode_fault)
         self.publisher = StepPublisher(self.slots, self.pieces, self.is_eog, self.stats, self._slot_done)
@@ -161,6 +170,8 @@ class Scheduler:
         else:
             self.queue.append(task)
         self._wake.set()
+        if self._gen_running and self.live_admission:
+            self._admit()
         self._pause_if_needed()
         return task
 
@@ -209,65 +220,6 @@ class Scheduler:
     def slot_snapshots(self) -> list[SlotSnapshot]:
         return [s.snapshot() for s in self.slots]
 
-    # --- slot operations used by the /slots endpoints --------------------------------
-    def idle_slot(self, id_slot: int) -> Slot:
-        if not (0 <= id_slot < self.n_parallel):
-            raise InvalidRequestError(f"id_slot {id_slot} out of range [0, {self.n_parallel})")
-        slot = self.slots[id_slot]
-        if slot.is_busy:
-            raise UnavailableError(f"slot {id_slot} is busy")
-        return slot
-
-    async def erase_slot(self, id_slot: int) -> int:
-        slot = self.idle_slot(id_slot)
-        n = slot.n_past
-        slot.state = SlotState.RESERVED   # not chosen by the loop until the engine has run the job
-        try:
-            await self._in_engine(self.ctx.seq_rm, slot.id, -1, -1)
-        finally:
-            slot.state = SlotState.IDLE
-        slot.cache_tokens = []
-        return n
-
-    async def save_slot(self, id_slot: int, path: str, before_write=None) -> tuple[int, int]:
-        """Save an idle slot's tokens and KV state to ``path``: (tokens saved, bytes written).
-        ``before_write(n_bytes)`` runs first on the engine thread with the size the file will
-        have (to refuse early, e.g. for lack of space). The slot is left as it was, whatever happens."""
-        slot = self.idle_slot(id_slot)
-        tokens = list(slot.cache_tokens)
-        slot.state = SlotState.RESERVED
-
-        def save() -> int:
-            if before_write is not None:
-                before_write(self.ctx.seq_file_size(slot.id, len(tokens)))
-            return self.ctx.seq_save_file(path, slot.id, tokens)
-
-        try:
-            n = await self._in_engine(save)
-        finally:
-            slot.state = SlotState.IDLE
-        return len(tokens), n
-
-    async def restore_slot(self, id_slot: int, path: str) -> tuple[int, int]:
-        slot = self.idle_slot(id_slot)
-        slot.state = SlotState.RESERVED
-        slot.cache_tokens = []
-        try:
-            n, tokens = await self._in_engine(self._load_seq, slot.id, path, slot.n_ctx)
-        finally:
-            slot.state = SlotState.IDLE
-        slot.cache_tokens = tokens
-        return len(tokens), n
-
-    def _load_seq(self, seq_id: int, path: str, capacity: int):
-        """Engine thread: replace a sequence by a saved one (left empty if the file is bad)."""
-        self.ctx.seq_rm(seq_id, -1, -1)
-        try:
-            return self.ctx.seq_load_file(path, seq_id, capacity)
-        except Exception:
-            self.ctx.seq_rm(seq_id, -1, -1)
-            raise
-
     async def _in_engine(self, fn, *args):
         """Run ``fn`` on the engine thread between two steps of the loop, when the loop itself
         is not using the context (it calls seq_rm/seq_add on the IOLoop thread while admitting
@@ -314,8 +266,7 @@ class Scheduler:
         self._reap_cancelled()
         if self._system_pending is not None and not any(slot.is_busy for slot in self.slots):
             await self._apply_system_prompt(loop)
-        if self._system_pending is None:   # new work waits for a pending system prompt
-            self._admit()
+        self._admit()
         if self.media is not None and self.media.pending:
             await self._prefill_media(loop)
         worked = False
@@ -342,11 +293,17 @@ class Scheduler:
             exc, seqs = self.gen.failed_step()
             self._fail_step("the generation step", seqs, exc)
 
+    def loop_counters(self) -> dict:
+        """Where the engine thread's time went (the C loop's counters: run() calls, steps,
+        tokens, seconds in run, decode, sampling and waiting for the IOLoop) and the IOLoop's
+        seconds publishing steps."""
+        return {**self.gen.counters, "publish_seconds": self.t_publish_total}
+
     def _pause_if_needed(self) -> None:
         """Ask the running loop to stop after its step when the IOLoop has work it must do
-        between runs: a request that can be admitted now, an embedding batch, an engine job, a
-        system prompt, shutdown."""
-        if ((self.queue and self.n_idle) or (self.embeddings is not None and self.embeddings.jobs)
+        between runs: a request that can be admitted now (unless admitted while it runs), an
+        embedding batch, an engine job, a system prompt, shutdown."""
+        if ((self.queue and self.n_idle and not self.live_admission) or (self.embeddings is not None and self.embeddings.jobs)
                 or self._engine_jobs or self._system_pending is not None or self._closing or self.error):
             self.gen.pause()
 
@@ -357,13 +314,17 @@ class Scheduler:
         except BlockingIOError:
             pass
         self._drain()
+        if self.queue and self.live_admission:   # slots the loop has just let go of
+            self._admit()
 
     def _drain(self) -> None:
+        t0 = time.perf_counter()
         for seconds, n_prompt, n_generated, n_tokens, split_view, entries in self.gen.drain():
             if split_view:
                 log.warning("no KV room for a batch of %d tokens: decoded in pieces of at most %d",
                             n_tokens, split_view)
             self._publish_safe(seconds, n_prompt, n_generated, entries)
+        self.t_publish_total += time.perf_counter() - t0
 
     def _publish_safe(self, seconds: float, n_prompt: int, n_generated: int, entries: list) -> None:
         """Publish a step; a failure ends that step's requests, not the loop."""
@@ -516,18 +477,27 @@ class Scheduler:
 
     def _admit(self) -> None:
         """Give queued completion tasks a slot (FIFO; a pinned task waits for its slot) and hand
-        them to the generation loop."""
-        if not self.queue:
+        them to the generation loop — between its runs, or (``live_admission``) while it runs."""
+        if not self.queue or self._system_pending is not None:   # new work waits for a pending system prompt
             return
+        live = self._gen_running
+        if live and not self.live_admission:
+            return
+        usable = [self._slot_usable(slot, live) for slot in self.slots]
         waiting = collections.deque()
         for task in self.queue:
-            slot = choose_slot(self.slots, task.params)
+            slot = choose_slot(self.slots, task.params, usable)
             if slot is None:
                 waiting.append(task)
                 continue
+            if slot.kv_suspect:   # only while the loop runs (else cleared between runs): it clears the KV
+                slot.cache_tokens = []
+                slot.kv_suspect = False
+            usable[slot.id] = False
             try:
                 start_request(slot, task, ctx=self.ctx, model=self.model, system_tokens=self.system_tokens,
-                              n_predict_cap=self.n_predict_default, reuse_cache=self.ga_n == 1)
+                              n_predict_cap=self.n_predict_default, reuse_cache=self.ga_n == 1,
+                              trim_kv=not self.live_admission)
                 if not slot.prompt_tokens:   # an empty prompt: nothing to evaluate, an empty result (as llama.cpp)
                     self.publisher.finish(slot)
                     continue
@@ -542,10 +512,24 @@ class Scheduler:
                 task.push(_internal_error(exc, "starting the request"))
         self.queue = waiting
 
+    def _slot_usable(self, slot: Slot, live: bool) -> bool:
+        """Whether an idle slot can take a request now. While the loop runs, only one whose
+        sequence the loop has let go of (a cancelled one ends at its next step); a slot whose KV
+        is in doubt starts empty (the loop clears it when it takes the sequence)."""
+        if slot.is_busy:
+            return False
+        if live:
+            state = self.gen.state(slot.id)
+            if state in ("prefill", "active"):
+                return False
+            if state == "done":
+                self.gen.release(slot.id)
+        return True
+
     def _hand_to_loop(self, slot: Slot) -> None:
         """The C loop takes the slot's prompt from its cached prefix on, and generates."""
         self.gen.add(slot.id, slot.sampler, slot.prompt_tokens, slot.n_past, slot.n_ctx, slot.n_keep,
-                     slot.n_predict, [s.encode("utf-8") for s in slot.task.params.stop])
+                     slot.n_predict, [s.encode("utf-8") for s in slot.task.params.stop], trim=self.live_admission)
 
     async def _prefill_media(self, loop) -> None:
         """Evaluate admitted prompts' images (and the text before them) into their slots on the

@@ -216,3 +216,63 @@ def test_notifies_through_the_eventfd(ctx4, model, vocab):
         assert len(steps) == 3 and os.eventfd_read(fd) == 3
     finally:
         os.close(fd)
+
+
+def test_requests_added_while_the_loop_runs(ctx4, model, vocab):
+    """add() while run() steps other sequences: the loop takes the new request at its next step,
+    drops the KV past the reused prefix itself (``trim``), and entries of the sequence's previous
+    request still in the ring never reach the new one — the tokens are those of a quiet run."""
+    a, b = vocab.tokenize(PROMPTS[1]), vocab.tokenize(PROMPTS[2])
+    gen = make(ctx4, model)
+    for seq, p in ((1, a), (2, b)):
+        gen.add(seq, Sampler(model, greedy()), p, 0, 256, 0, 8)
+    alone = tokens_by_seq(run(gen)[1])
+    ctx4.memory_clear()
+    for seq in (1, 2):
+        gen.release(seq)
+    gen.add(0, Sampler(model, greedy(ignore_eos=True)), vocab.tokenize(PROMPT), 0, 256, 0, 200)
+    gen.add(1, Sampler(model, greedy()), a, 0, 256, 0, 8)
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.setdefault("rc", gen.run()))
+    t.start()
+    before, after, readded = [], [], False
+    while t.is_alive():
+        if not readded and gen.state(1) == "done":
+            # seq 1 ended in the loop; its last entries are still in the ring, undrained. The
+            # next request reuses seq 1 with a different prompt: its KV (a + 8 tokens) must go.
+            gen.release(1)
+            gen.add(1, Sampler(model, greedy()), b, 0, 256, 0, 8, trim=True)
+            readded = True
+        (after if readded else before).extend(gen.drain())
+        t.join(0.001)
+    after += gen.drain()
+    assert result["rc"] == RUN_IDLE and readded
+    assert tokens_by_seq(after)[1] == alone[2]
+    assert len(tokens_by_seq(before + after)[0]) == 200
+    prefill = [value for *_, entries in after for kind, seq, value, *_ in entries if kind == ENTRY_PREFILL and seq == 1]
+    assert sum(prefill) == len(b)
+    assert ctx4.seq_pos_max(1) == len(b) + 8 - 2    # the last sampled token is never decoded
+
+
+def test_padding_keeps_one_micro_batch_and_the_idle_kv(ctx4, model, vocab):
+    """pad_gaps: an idle sequence between busy ones gets a throw-away token (libllama would
+    otherwise decode the batch as two micro-batches, seq 0 and seq 2 apart), removed after the
+    step — its cached KV is as before, and the busy sequences get the tokens they get alone."""
+    prompts = [vocab.tokenize(p) for p in PROMPTS]
+    plain = make(ctx4, model)
+    for seq in (0, 2):
+        plain.add(seq, Sampler(model, greedy()), prompts[seq], 0, 256, 0, 10)
+    alone = tokens_by_seq(run(plain)[1])
+    ctx4.memory_clear()
+    gen = make(ctx4, model, pad_gaps=True)
+    gen.add(1, Sampler(model, greedy()), prompts[1], 0, 256, 0, 3)   # leaves seq 1 idle with a cached KV
+    run(gen)
+    kv_before = ctx4.seq_pos_max(1)
+    for seq in (0, 2):
+        gen.add(seq, Sampler(model, greedy()), prompts[seq], 0, 256, 0, 10)
+    rc, steps = run(gen)
+    assert rc == RUN_IDLE
+    assert tokens_by_seq(steps) == alone
+    assert ctx4.seq_pos_max(1) == kv_before
+    assert gen.counters["pad_tokens"] == 10          # one a step: the prompts' step and nine more
+    assert 1 not in tokens_by_seq(steps)

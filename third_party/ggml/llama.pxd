@@ -176,6 +176,8 @@ cdef extern from "llama.h" nogil:
     uint64_t llama_model_n_params(const llama_model * model)
     const char * llama_model_chat_template(const llama_model * model, const char * name)
     bint llama_model_has_encoder(const llama_model * model)
+    bint llama_model_is_recurrent(const llama_model * model)
+    bint llama_model_is_hybrid(const llama_model * model)
     bint llama_model_has_decoder(const llama_model * model)
 
     # LoRA
