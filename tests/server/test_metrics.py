@@ -77,7 +77,8 @@ def test_requests_processing_during_a_stream(server):
     r = server.post("/completion", json={"prompt": "Once upon a time", "n_predict": 200, "ignore_eos": True,
                                          "stream": True}, stream=True)
     try:
-        first = next(r.iter_lines())          # the first token is out: the request holds a slot
+        lines = r.iter_lines()                # kept: a dropped iterator closes the connection (the request ends)
+        first = next(lines)                   # the first token is out: the request holds a slot
         _, values, _ = scrape(server)
         assert values["llamacpp:requests_processing"] == 1, (first, values)
     finally:
