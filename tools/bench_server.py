@@ -67,6 +67,8 @@ def llama_tools(needed: tuple[str, ...] = TOOLS) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for t in TOOLS:
         found = next(p for p in (work / "build").rglob(t) if p.is_file())   # not tools/llama-bench/
+        if (out / t).is_dir():   # left by an older version of this tool
+            subprocess.run(["rm", "-rf", str(out / t)], check=True)
         os.replace(found, out / t)
     subprocess.run(["rm", "-rf", str(work)], check=True)
     return out
@@ -200,11 +202,45 @@ async def load(port: int, bodies: list[list[dict]], delays: list[float]) -> dict
         raise RuntimeError("no tokens came back: the server's stream could not be read")
     ttfts = [t for _, t in results if t is not None]
     return {"tok_s": tokens / wall, "ttft_ms": 1e3 * sum(ttfts) / len(ttfts) if ttfts else float("nan"),
-            "tokens": tokens}
+            "tokens": tokens, "wall_s": wall}
+
+
+# --- where llamacy's time goes ---------------------------------------------------------------------
+def engine_snapshot(port: int, pid: int) -> dict:
+    """llamacy's engine counters (/metrics: llamacy:engine_*, llamacy:publish_seconds), the
+    CPU seconds of its IOLoop (main) thread, and this process's (the clients')."""
+    snap = {"client_cpu": time.process_time()}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("llamacy:engine_") or line.startswith("llamacy:publish_seconds"):
+                name, value = line.rsplit(" ", 1)
+                snap[name.replace("_total", "")] = float(value)
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    snap["ioloop_cpu"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return snap
+
+
+def breakdown(before: dict, after: dict, result: dict) -> dict:
+    """Per run: steps, tokens per step, ms per step in decode / sampling, seconds the loop
+    waited for the IOLoop, share of the wall time the loop ran, pauses, the IOLoop's and the
+    clients' CPU per generated token."""
+    d = {k: after[k] - before[k] for k in after if k in before}
+    steps = d.get("llamacy:engine_steps", 0) or float("nan")
+    return {"steps": d.get("llamacy:engine_steps", 0), "batch": d.get("llamacy:engine_batch_tokens", 0) / steps,
+            "decode_ms": 1e3 * d.get('llamacy:engine_seconds{part="decode"}', 0) / steps,
+            "sync_ms": 1e3 * d.get('llamacy:engine_seconds{part="sync"}', 0) / steps,
+            "sample_ms": 1e3 * d.get('llamacy:engine_seconds{part="sample"}', 0) / steps,
+            "pad": d.get("llamacy:engine_pad_tokens", 0) / steps,
+            "wait_s": d.get('llamacy:engine_seconds{part="wait"}', 0),
+            "run_share": d.get('llamacy:engine_seconds{part="run"}', 0) / result["wall_s"],
+            "runs": d.get("llamacy:engine_runs", 0),
+            "publish_us": 1e6 * d.get("llamacy:publish_seconds", 0) / result["tokens"],
+            "ioloop_us": 1e6 * d["ioloop_cpu"] / result["tokens"], "client_us": 1e6 * d["client_cpu"] / result["tokens"]}
 
 
 def run_server(cmd: list[str], clients: list[int], workloads: list[str], n_predict: int,
-               log_path: Path | None = None) -> dict:
+               log_path: Path | None = None, probe: bool = False) -> dict:
     proc, port = start(cmd, log_path)
     out = {}
     try:
@@ -214,7 +250,10 @@ def run_server(cmd: list[str], clients: list[int], workloads: list[str], n_predi
             for c in clients:
                 per_client = max(1, 16 // c) if c < 8 else 2
                 bodies, delays = requests_for(w, c, per_client, n_predict)
+                before = engine_snapshot(port, proc.pid) if probe else None
                 out[(w, c)] = asyncio.run(load(port, bodies, delays))
+                if probe:
+                    out[(w, c)]["breakdown"] = breakdown(before, engine_snapshot(port, proc.pid), out[(w, c)])
                 print(f"{Path(cmd[0]).name if 'llama' in cmd[0] else 'llamacy'} {w} C={c}: "
                       f"{out[(w, c)]['tok_s']:.1f} tok/s", file=sys.stderr)
     finally:
@@ -255,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     ref = run_server([str(bin_dir / "llama-server"), *common, "-fa", "on",
                       *([] if args.gpu else ["--no-repack"])], clients, workloads, args.n_predict,
                      logs / "llama-server.log" if logs else None)
-    ours = run_server([sys.executable, "-m", "llamacy", *common, "-fa", "--log-format", "text"], clients, workloads,
-                      args.n_predict, logs / "llamacy.log" if logs else None)
+    ours = run_server([sys.executable, "-m", "llamacy", *common, "-fa", "--log-format", "text", "--metrics"], clients,
+                      workloads, args.n_predict, logs / "llamacy.log" if logs else None, probe=True)
     print(f"model {os.path.basename(model)}, {slots} slots x {args.ctx_per_slot} context, n_predict {args.n_predict} "
           f"(sampled: {args.n_predict // 2}-{args.n_predict * 2}), flash attention on, "
           f"{time.strftime('%Y-%m-%d')}")
@@ -269,6 +308,18 @@ def main(argv: list[str] | None = None) -> int:
             vs_ref = o["tok_s"] / r["tok_s"] if r["tok_s"] else float("nan")
             print(f"| {w} | {c} | {lim:.1f} | {r['tok_s']:.1f} ({r['ttft_ms']:.0f}) | {o['tok_s']:.1f} "
                   f"({o['ttft_ms']:.0f}) | {vs_ref:.2f} | {o['tok_s'] / lim:.2f} |")
+    print("\nwhere llamacy's time went (engine thread: /metrics llamacy:engine_*; CPU per generated token)")
+    print("| workload | clients | steps | tokens/step (+ padding) | decode ms/step | device sync ms/step | "
+          "sample ms/step | loop running | waits for IOLoop s | runs | publish µs/tok | IOLoop CPU µs/tok | "
+          "clients CPU µs/tok |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for w in workloads:
+        for c in clients:
+            b = ours[(w, c)]["breakdown"]
+            print(f"| {w} | {c} | {b['steps']:.0f} | {b['batch']:.1f} (+{b['pad']:.1f}) | {b['decode_ms']:.2f} | "
+                  f"{b['sync_ms']:.2f} | {b['sample_ms']:.2f} | "
+                  f"{100 * b['run_share']:.0f} % | {b['wait_s']:.2f} | {b['runs']:.0f} | {b['publish_us']:.0f} | "
+                  f"{b['ioloop_us']:.0f} | {b['client_us']:.0f} |")
     return 0
 
 

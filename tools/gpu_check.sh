@@ -5,7 +5,7 @@
 # -ts, -sm none|layer|row, two GPUs vs one with the same greedy output, the same package serving
 # with no GPU visible), then tools/bench_server.py measures llamacy against llama-server and the
 # engine's limit on a random-weight 1.17B F16 model (GPU_BENCH=0 skips it; GPU_BENCH_CLIENTS
-# picks the client counts, default "1,8,32,64,128").
+# picks the client counts, default "1,8,32,64,128"; GPU_CHECKS=0 skips the checks' table).
 #
 #   bash tools/gpu_check.sh prepare    HERE, in the project's root: fills .gpu-check/ (git-ignored,
 #                                      ~15 MB): the pinned sdist's llama.cpp tree trimmed, the
@@ -112,8 +112,10 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
     fi
     log "smoke with -ngl 99: OK"
   fi
-  $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" $CPU_ONLY > "$R/table.txt" 2>&1
-  log "gpu_check rc=$?"
+  if [ "${GPU_CHECKS:-1}" = 1 ]; then
+    $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" $CPU_ONLY > "$R/table.txt" 2>&1
+    log "gpu_check rc=$?"
+  fi
   if [ -z "$CPU_ONLY" ] && [ "${GPU_BENCH:-1}" = 1 ]; then
     [ -f "$W/1b.gguf" ] || $PY "$G/make_random_gguf.py" "$G/vocab-smollm2.gguf" "$W/1b.gguf.tmp" \
       2048 16 32 8 8192 >> "$R/models.log" 2>&1 && mv "$W/1b.gguf.tmp" "$W/1b.gguf"
@@ -121,7 +123,7 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
     ulimit -n 65536 2>/dev/null
     CUDA_VISIBLE_DEVICES=${GPU_BENCH_DEVICE:-0} $PY "$ROOT/tools/bench_server.py" --llama-bin "$bin" --gpu \
       -m "$W/1b.gguf" --clients "${GPU_BENCH_CLIENTS:-1,8,32,64,128}" --n-predict 128 --slots 128 \
-      --ctx-per-slot 256 --log-dir "$R" > "$R/bench.txt" 2> "$R/bench.err"
+      --ctx-per-slot 256 --log-dir "$R" ${GPU_BENCH_ARGS:-} > "$R/bench.txt" 2> "$R/bench.err"
     log "bench rc=$?"
   fi
   touch "$R/DONE"
