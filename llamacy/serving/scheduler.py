@@ -314,7 +314,7 @@ class Scheduler(SlotOperations):
         except BlockingIOError:
             pass
         self._drain()
-        if self.queue and self.live_admission:   # slots the loop has just let go of
+        if self.queue and self.live_admission and self._gen_running:   # slots the loop has just let go of
             self._admit()
 
     def _drain(self) -> None:
@@ -483,14 +483,14 @@ class Scheduler(SlotOperations):
         live = self._gen_running
         if live and not self.live_admission:
             return
-        usable = [self._slot_usable(slot, live) for slot in self.slots]
+        usable = [self._slot_usable(slot) for slot in self.slots]
         waiting = collections.deque()
         for task in self.queue:
             slot = choose_slot(self.slots, task.params, usable)
             if slot is None:
                 waiting.append(task)
                 continue
-            if slot.kv_suspect:   # only while the loop runs (else cleared between runs): it clears the KV
+            if slot.kv_suspect and self.live_admission:   # the loop clears the KV (trims from 0)
                 slot.cache_tokens = []
                 slot.kv_suspect = False
             usable[slot.id] = False
@@ -512,18 +512,16 @@ class Scheduler(SlotOperations):
                 task.push(_internal_error(exc, "starting the request"))
         self.queue = waiting
 
-    def _slot_usable(self, slot: Slot, live: bool) -> bool:
-        """Whether an idle slot can take a request now. While the loop runs, only one whose
-        sequence the loop has let go of (a cancelled one ends at its next step); a slot whose KV
-        is in doubt starts empty (the loop clears it when it takes the sequence)."""
+    def _slot_usable(self, slot: Slot) -> bool:
+        """Whether an idle slot can take a request now: only one whose sequence the loop has let
+        go of (a cancelled one ends at its next step, or is released between runs)."""
         if slot.is_busy:
             return False
-        if live:
-            state = self.gen.state(slot.id)
-            if state in ("prefill", "active"):
-                return False
-            if state == "done":
-                self.gen.release(slot.id)
+        state = self.gen.state(slot.id)
+        if state in ("prefill", "active"):
+            return False
+        if state == "done":
+            self.gen.release(slot.id)
         return True
 
     def _hand_to_loop(self, slot: Slot) -> None:
