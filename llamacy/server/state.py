@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ class ServerState:
     engine_info: dict = field(default_factory=dict)   # backends.report(): CPU variant, devices
     vision = None                        # api.images.Vision with --mmproj: the model accepts images
     sampling_defaults = None             # SamplingParams: the spec's defaults, with --temp, --seed, ...
+    started_at: float = field(default_factory=time.time)   # Unix time: /metrics' Process-Start-Time-Unix
 
     @property
     def aliases(self) -> list[str]:
