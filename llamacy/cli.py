@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deepseek: thoughts (<think>...</think>) go to reasoning_content; none: left in content")
     g.add_argument("--reasoning-budget", type=int, default=-1,
                    help="-1: thinking allowed (default); 0: thinking turned off in the chat template")
+    g.add_argument("--no-prefill-assistant", dest="prefill_assistant", action="store_false",
+                   help="a trailing assistant message is a whole turn (default: it is continued, a prefill)")
     g.add_argument("--spm-infill", action="store_true", help="suffix/prefix/middle order for infill")
     g = p.add_argument_group("sampling (defaults for requests that leave an option out)")
     for flags, dest, kind in SAMPLING_FLAGS:
@@ -205,6 +207,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         embeddings=a.embeddings or a.reranking,
         system_prompt_file=a.system_prompt_file, chat_template=a.chat_template, spm_infill=a.spm_infill,
         reasoning_format=a.reasoning_format, reasoning_budget=a.reasoning_budget,
+        prefill_assistant=a.prefill_assistant,
         tags=tuple(t.strip() for t in a.tags.split(",") if t.strip()), webui=not a.no_ui,
         hosts=tuple(h.strip() for h in a.host.split(",") if h.strip()) or ("127.0.0.1",), port=a.port, timeout=a.timeout, path=a.path, api_keys=tuple(keys),
         ssl_key_file=a.ssl_key_file, ssl_cert_file=a.ssl_cert_file, slots_endpoint=not a.slots_endpoint_disable,

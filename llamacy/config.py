@@ -53,6 +53,7 @@ class ServerConfig:
     chat_template: str | None = None
     reasoning_format: str = "deepseek"
     reasoning_budget: int = -1
+    prefill_assistant: bool = True       # a trailing assistant message is continued, not closed
     spm_infill: bool = False
     # sampling: (request option, default) pairs from --temp, --seed, ... (the rest: the spec's defaults)
     sampling: tuple[tuple[str, object], ...] = ()

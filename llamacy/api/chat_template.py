@@ -176,10 +176,14 @@ class ChatTemplate:
     ) -> str:
         """Render ``messages``; ``extra`` (``tools``, ``enable_thinking``, ...) become
         template variables. Raises ``ChatTemplateError`` on any failure."""
+        today = datetime.datetime.now()
         context: dict[str, Any] = {
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
             "tools": None,
+            # the dates llama.cpp gives templates (Llama 3.x and Firefunction print them)
+            "date_string": today.strftime("%d %b %Y"),
+            "datetime": today.strftime("%b %d %Y"),
             **extra,
             "messages": _normalize_messages(messages),
             "add_generation_prompt": add_generation_prompt,

@@ -122,7 +122,7 @@ class ServerState:
         from llamacy.api.openai import ChatDefaults
         c = self.config
         return ChatDefaults(reasoning_format=c.reasoning_format, enable_thinking=c.reasoning_budget != 0,
-                            max_schema_depth=c.max_schema_depth)
+                            max_schema_depth=c.max_schema_depth, prefill_assistant=c.prefill_assistant)
 
     def parse_chat(self, body, add_bos: bool | None = None):
         """A chat/completions body → ChatRequest (the prompt tokenized, how to read the output)."""
