@@ -16,6 +16,9 @@ THINK_TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endf
                   "{% if not enable_thinking %}</think>{% endif %}{% endif %}")
 DATE_TEMPLATE = ("Today: {{ date_string }} / {{ datetime }}\n"
                  "{% for m in messages %}{{ m.content }}{% endfor %}")
+# Firefunction v2's way of listing tools: an undefined variable added to a string
+UNDEFINED_TEMPLATE = ("{% set s = 'Functions:' + functions %}{{ s }}|"
+                      "{% for m in messages %}{{ m.content }}{% endfor %}")
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +118,12 @@ def test_templates_get_todays_date(server_factory):
     prompt = prompt_of(srv, messages=[{"role": "user", "content": "hi"}])
     after = datetime.datetime.now()
     assert prompt in {f"Today: {d.strftime('%d %b %Y')} / {d.strftime('%b %d %Y')}\nhi" for d in (before, after)}
+
+
+def test_an_undefined_variable_joined_to_a_string_is_empty_text(server_factory):
+    srv = server_factory("-c", "256", "--chat-template", UNDEFINED_TEMPLATE)
+    assert prompt_of(srv, messages=[{"role": "user", "content": "hi"}]) == "Functions:|hi"
+    other = server_factory("-c", "256", "--chat-template", "{{ functions + 1 }}{{ messages[0].content }}")
+    r = other.post("/apply-template", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "chat template failed: 'functions' is undefined"
