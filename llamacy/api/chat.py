@@ -24,7 +24,7 @@ from llamacy.api.limits import DEFAULT_LIMITS
 from llamacy.api.reasoning import (THINK_TAGS, ReasoningSpec, ReasoningSplitter, find_open_tag_at_end,
                                    reasoning_spec)
 from llamacy.api.tool_calls import (ChatTools, ToolCall, ToolCallFormat, ToolCallParser, detect_tool_format,
-                                    generic_tools_prompt, tool_call_grammar)
+                                    generic_tools_prompt, grammar_after_thoughts, tool_call_grammar)
 from llamacy.errors import ChatTemplateError, InvalidRequestError
 
 __all__ = ["ChatDelta", "ChatMessage", "ChatOptions", "ChatOutputParser", "ChatPrompt", "OutputSpec",
@@ -202,9 +202,11 @@ def render_chat(template: ChatTemplate, messages: list[dict], options: ChatOptio
     if mode is not None:
         prompt, reasoning = _continue(prompt, final, mode, opened, options.reasoning_format, template.source)
     else:
-        if opened and (not options.enable_thinking or grammar):
-            # no thinking wanted, or a grammar that must start right away: close the block
+        if opened and (not options.enable_thinking or (grammar and options.reasoning_format == "none")):
+            # no thinking wanted, or thoughts that would be read as the answer: close the block
             prompt += opened[1] + "\n\n"
+        elif opened and grammar:        # the model may think first; the grammar holds after the block
+            grammar = grammar_after_thoughts(grammar, opened[1])
         reasoning = reasoning_spec(options.reasoning_format, prompt, template.source)
     return ChatPrompt(prompt=prompt, grammar=grammar,
                       output=OutputSpec(reasoning=reasoning, tool_format=fmt,
