@@ -140,7 +140,8 @@ class Metrics:
     def collect(self):
         """The collector protocol: llamacy's own families (request latency, rejections, failures)."""
         st = self.state
-        stats = getattr(st.scheduler, "stats", None)
+        sch = st.scheduler
+        stats = getattr(sch, "stats", None)
         yield self.latency.family()
         yield GaugeMetricFamily("llamacy:http_requests_in_flight",
                                 "HTTP requests whose handler has not finished.", value=st.in_flight)
