@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deepseek: thoughts (<think>...</think>) go to reasoning_content; none: left in content")
     g.add_argument("--reasoning-budget", type=int, default=-1,
                    help="-1: thinking allowed (default); 0: thinking turned off in the chat template")
+    g.add_argument("--no-prefill-assistant", dest="prefill_assistant", action="store_false",
+                   help="a trailing assistant message is a whole turn (default: it is continued, a prefill)")
     g.add_argument("--spm-infill", action="store_true", help="suffix/prefix/middle order for infill")
     g = p.add_argument_group("sampling (defaults for requests that leave an option out)")
     for flags, dest, kind in SAMPLING_FLAGS:
@@ -114,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slots-endpoint-disable", action="store_true", help="disable GET /slots")
     g.add_argument("--metrics", action="store_true", help="enable the Prometheus /metrics endpoint")
     g.add_argument("--slot-save-path", help="directory for slot save/restore files")
+    g.add_argument("--cors-origins", default="*", metavar="ORIGINS",
+                   help="origins allowed by CORS: * (default: any, the caller's origin reflected), localhost "
+                        "(only pages served from localhost, 127.0.0.1 or [::1]), or a comma-separated list")
+    g.add_argument("--cors-methods", default="GET, POST, DELETE, OPTIONS", metavar="METHODS",
+                   help="Access-Control-Allow-Methods of a preflight (default: %(default)s)")
+    g.add_argument("--cors-headers", default="*", metavar="HEADERS",
+                   help="Access-Control-Allow-Headers of a preflight (default: *)")
+    g.add_argument("--cors-credentials", action=argparse.BooleanOptionalAction, default=True,
+                   help="Access-Control-Allow-Credentials: true (default: on)")
+    g.add_argument("--ui-mcp-proxy", "--webui-mcp-proxy", action="store_true",
+                   help="enable GET/POST /cors-proxy?url=... for a browser front end (default: off, 403); "
+                        "do not enable on an untrusted network")
     g = p.add_argument_group("limits (beyond one, a request is refused with a clear 4xx or 503)")
     g.add_argument("--max-body-size", type=int, default=32 << 20, metavar="BYTES",
                    help="largest request body (default: 32 MiB; larger → 413)")
@@ -205,10 +219,13 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         embeddings=a.embeddings or a.reranking,
         system_prompt_file=a.system_prompt_file, chat_template=a.chat_template, spm_infill=a.spm_infill,
         reasoning_format=a.reasoning_format, reasoning_budget=a.reasoning_budget,
+        prefill_assistant=a.prefill_assistant,
         tags=tuple(t.strip() for t in a.tags.split(",") if t.strip()), webui=not a.no_ui,
         hosts=tuple(h.strip() for h in a.host.split(",") if h.strip()) or ("127.0.0.1",), port=a.port, timeout=a.timeout, path=a.path, api_keys=tuple(keys),
         ssl_key_file=a.ssl_key_file, ssl_cert_file=a.ssl_cert_file, slots_endpoint=not a.slots_endpoint_disable,
-        metrics=a.metrics, slot_save_path=a.slot_save_path, verbose=a.verbose, log_disable=a.log_disable,
+        metrics=a.metrics, slot_save_path=a.slot_save_path, cors_origins=a.cors_origins.strip() or "*",
+        cors_methods=a.cors_methods, cors_headers=a.cors_headers, cors_credentials=a.cors_credentials,
+        ui_mcp_proxy=a.ui_mcp_proxy, verbose=a.verbose, log_disable=a.log_disable,
         log_format=a.log_format, max_body_bytes=a.max_body_size, queue_max=a.queue_max, max_n_probs=a.max_n_probs,
         max_stop_strings=a.max_stop_strings, max_stop_length=a.max_stop_length,
         max_grammar_bytes=a.max_grammar_size, max_schema_depth=a.max_schema_depth,

@@ -53,6 +53,7 @@ class ServerConfig:
     chat_template: str | None = None
     reasoning_format: str = "deepseek"
     reasoning_budget: int = -1
+    prefill_assistant: bool = True       # a trailing assistant message is continued, not closed
     spm_infill: bool = False
     # sampling: (request option, default) pairs from --temp, --seed, ... (the rest: the spec's defaults)
     sampling: tuple[tuple[str, object], ...] = ()
@@ -68,6 +69,12 @@ class ServerConfig:
     slots_endpoint: bool = True
     metrics: bool = False
     slot_save_path: str | None = None
+    # CORS (today's llama-server flags; the defaults are the 2024 behaviour: any origin, reflected)
+    cors_origins: str = "*"              # "*", "localhost", or comma-separated origins
+    cors_methods: str = "GET, POST, DELETE, OPTIONS"
+    cors_headers: str = "*"
+    cors_credentials: bool = True
+    ui_mcp_proxy: bool = False           # /cors-proxy for a browser front end (off: 403)
     # limits (each documented in the README; beyond one → 400/413/503)
     max_body_bytes: int = 32 << 20
     queue_max: int = 1024

@@ -63,6 +63,21 @@ class NotSupportedError(LlamacyError):
     type = "not_supported_error"
 
 
+class FeatureDisabledError(LlamacyError):
+    """A feature the server was not started with, refused as today's llama-server does (403)."""
+
+    status = 403
+    type = "feature_disabled"
+
+
+class BadGatewayError(LlamacyError):
+    """A request this server made for the client failed (502)."""
+
+    status = 502
+    type = "server_error"
+    reason = "bad_gateway"
+
+
 class PayloadTooLargeError(LlamacyError):
     """A request body over --max-body-size (413)."""
 

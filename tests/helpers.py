@@ -102,6 +102,10 @@ class ServerProcess:
         kw.setdefault("timeout", 30)
         return requests.get(self.url + path, **kw)
 
+    def request(self, method: str, path: str, **kw):
+        kw.setdefault("timeout", 30)
+        return requests.request(method, self.url + path, **kw)
+
 
 def sse_events(response) -> list[dict]:
     """Parse a server-sent events response into its JSON payloads."""

@@ -35,3 +35,12 @@ def test_every_baseline_test_of_the_upstream_suite_passes():
     lost = upstream_suite.regressions(baseline, outcomes)
     assert not lost, (f"{len(lost)} upstream tests of the baseline no longer pass (run "
                       f"`python tools/upstream_suite.py -v -k NAME` to see why):\n" + "\n".join(lost))
+
+
+def test_launcher_maps_agent_flags_to_the_localhost_cors_policy():
+    import upstream_launcher
+    assert upstream_launcher.llamacy_args(["--tools", "all", "--port", "8"]) == \
+        ["--cors-origins", "localhost", "--port", "8"]
+    assert upstream_launcher.llamacy_args(["--tools", "all", "--cors-origins", "*"]) == ["--cors-origins", "*"]
+    assert upstream_launcher.llamacy_args(["--ui-mcp-proxy", "--cors-origins", "localhost"]) == \
+        ["--ui-mcp-proxy", "--cors-origins", "localhost"]

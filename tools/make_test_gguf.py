@@ -3,7 +3,7 @@
 default the packaged SmolLM2 model), random F32 weights, and optional FIM token ids, so
 features the default model lacks (infill) can be exercised end to end. Outputs are noise.
 
-    python tools/make_test_gguf.py OUT.gguf [--source MODEL.gguf] [--fim PRE,SUF,MID] [--vision MMPROJ.gguf]
+    python tools/make_test_gguf.py OUT.gguf [--source MODEL.gguf] [--fim PRE,SUF,MID[,REP,SEP]] [--vision MMPROJ.gguf]
     python tools/make_test_gguf.py OUT.gguf --lora-for MODEL.gguf [--rank 8]
     python tools/make_test_gguf.py OUT.gguf --reranker [--rerank-template TEXT]
 
@@ -57,7 +57,7 @@ def copy_tokenizer(reader, writer, skip: frozenset[str] = frozenset()) -> int:
     return n_vocab
 
 
-def make(out: str, source: str, fim: tuple[int, int, int] | None, n_embd: int = 32, n_layer: int = 1,
+def make(out: str, source: str, fim: tuple[int, ...] | None, n_embd: int = 32, n_layer: int = 1,
          n_head: int = 2, n_ff: int = 64, seed: int = 0) -> None:
     import gguf
     reader = gguf.GGUFReader(source)
@@ -67,6 +67,9 @@ def make(out: str, source: str, fim: tuple[int, int, int] | None, n_embd: int = 
         writer.add_uint32(gguf.Keys.Tokenizer.FIM_PRE_ID, fim[0])
         writer.add_uint32(gguf.Keys.Tokenizer.FIM_SUF_ID, fim[1])
         writer.add_uint32(gguf.Keys.Tokenizer.FIM_MID_ID, fim[2])
+        if len(fim) == 5:    # repository-level FIM: the repository and file separator tokens
+            writer.add_uint32(gguf.Keys.Tokenizer.FIM_REP_ID, fim[3])
+            writer.add_uint32(gguf.Keys.Tokenizer.FIM_SEP_ID, fim[4])
     writer.add_context_length(2048)
     writer.add_embedding_length(n_embd)
     writer.add_block_count(n_layer)
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
     ap.add_argument("--source", help="GGUF to take the tokenizer from (default: the packaged SmolLM2)")
-    ap.add_argument("--fim", help="FIM prefix,suffix,middle token ids, e.g. 3,4,5")
+    ap.add_argument("--fim", help="FIM prefix,suffix,middle[,repository,separator] token ids, e.g. 3,4,5 or 3,4,5,6,7")
     ap.add_argument("--vision", metavar="MMPROJ", help="also write a matching random multimodal projector here")
     ap.add_argument("--lora-for", metavar="MODEL", help="write a random LoRA adapter for this model instead")
     ap.add_argument("--rank", type=int, default=8)
@@ -271,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         make_reranker(args.out, source, args.rerank_template)
         return 0
     fim = tuple(int(x) for x in args.fim.split(",")) if args.fim else None
-    if fim is not None and len(fim) != 3:
-        ap.error("--fim takes three token ids")
+    if fim is not None and len(fim) not in (3, 5):
+        ap.error("--fim takes three or five token ids")
     n_embd = 32
     make(args.out, source, fim, n_embd=n_embd)
     if args.vision:

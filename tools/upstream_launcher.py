@@ -44,14 +44,14 @@ DROPPED = {
     "--spec-draft-n-min": 1,
     "--model-draft": 1,
     "--backend_sampling": 0,
-    "--ui-mcp-proxy": 0,
-    "--tools": 1,
     "--tools-runtime": 1,
-    "--mcp-servers-config": 1,
-    "--mcp-servers-json": 1,
-    "--cors-origins": 1,
     "--context-shift": 0,       # llamacy shifts the context whenever it fills (the 2024 spec)
 }
+# llama-server's agent features (built-in file/shell tools, MCP servers), which llamacy does not
+# have, and how many values each takes. Enabling one makes llama-server's CORS default
+# "localhost"; llamacy has that policy as --cors-origins localhost, so the launcher passes it
+# (unless --cors-origins is given): the suite then checks the CORS policy itself.
+AGENT_FLAGS = {"--tools": 1, "--mcp-servers-config": 1, "--mcp-servers-json": 1, "--agent": 0, "-ag": 0}
 
 
 def model_for(args: list[str]) -> tuple[str | None, list[str]]:
@@ -80,12 +80,17 @@ def model_for(args: list[str]) -> tuple[str | None, list[str]]:
 def llamacy_args(args: list[str]) -> list[str]:
     """Today's llama-server flags in llamacy's spellings."""
     out: list[str] = []
+    if any(a in AGENT_FLAGS for a in args) and "--cors-origins" not in args:
+        out += ["--cors-origins", "localhost"]
     i = 0
     while i < len(args):
         flag = args[i]
         value = args[i + 1] if i + 1 < len(args) else None
         if flag in DROPPED:
             i += 1 + DROPPED[flag]
+            continue
+        if flag in AGENT_FLAGS:
+            i += 1 + AGENT_FLAGS[flag]
             continue
         i += 1
         if flag == "--no-slots":

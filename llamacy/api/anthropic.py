@@ -19,23 +19,45 @@ _SAME = ("max_tokens", "temperature", "top_p", "top_k", "stream", "seed", "id_sl
          "return_progress", "timings_per_token")
 
 
-def _block_text(block: Any, where: str) -> str:
-    """The text of a text block (images need a multimodal model, which llamacy does not run)."""
+def _image_url(source: Any, where: str) -> str:
+    """An image block's ``source`` as the URL of an OpenAI ``image_url`` part (a data URL for
+    base64 data; the images layer checks it and refuses remote URLs)."""
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "base64" and isinstance(source.get("media_type"), str) and isinstance(source.get("data"), str):
+        return f"data:{source['media_type']};base64,{source['data']}"
+    if kind == "url" and isinstance(source.get("url"), str):
+        return source["url"]
+    raise InvalidRequestError(f"{where}.source must be {{\"type\": \"base64\", \"media_type\", \"data\"}} or "
+                              f"{{\"type\": \"url\", \"url\"}}")
+
+
+def _block_part(block: Any, where: str) -> dict:
+    """A text or image block as an OpenAI content part (images are read by the chat layer's vision
+    path: a model started with --mmproj takes them, any other answers 400)."""
     kind = block.get("type") if isinstance(block, dict) else None
     if kind == "text" and isinstance(block.get("text"), str):
-        return block["text"]
-    if kind in ("image", "document"):
-        raise InvalidRequestError(f"{where}: image input is not supported: this server runs no multimodal projector")
-    raise InvalidRequestError(f"{where} must be a text block {{\"type\": \"text\", \"text\": ...}}")
+        return {"type": "text", "text": block["text"]}
+    if kind == "image":
+        return {"type": "image_url", "image_url": {"url": _image_url(block.get("source"), where)}}
+    if kind == "document":
+        raise InvalidRequestError(f"{where}: document blocks are not supported")
+    raise InvalidRequestError(f"{where} must be a text or image block")
 
 
-def _text(content: Any, where: str) -> str:
-    """A string, or the text of a list of text blocks."""
+def _joined(parts: list[dict]) -> str | list[dict]:
+    """Parts as a message's content: the text when all are text, else the parts."""
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def _content(content: Any, where: str) -> str | list[dict]:
+    """A string, or a list of text and image blocks."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise InvalidRequestError(f"{where} must be a string or an array of content blocks")
-    return "".join(_block_text(block, f"{where}[{i}]") for i, block in enumerate(content))
+    return _joined([_block_part(block, f"{where}[{i}]") for i, block in enumerate(content)])
 
 
 def _messages(messages: Any) -> list[dict]:
@@ -60,14 +82,14 @@ def _messages(messages: Any) -> list[dict]:
             kind = block.get("type") if isinstance(block, dict) else None
             if kind == "tool_result" and m["role"] == "user":
                 if text:      # text before a tool result stays a user turn of its own
-                    out.append({"role": "user", "content": "".join(text)})
+                    out.append({"role": "user", "content": _joined(text)})
                     text = []
                 result = block.get("content", "")
                 if not isinstance(block.get("tool_use_id"), str):
                     raise InvalidRequestError(f"{w}.tool_use_id must be a string")
-                body = _text(result, f"{w}.content")
+                body = _content(result, f"{w}.content")
                 if block.get("is_error") is True:
-                    body = f"Error: {body}"
+                    body = f"Error: {body}" if isinstance(body, str) else [{"type": "text", "text": "Error: "}, *body]
                 out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": body})
             elif kind == "tool_use" and m["role"] == "assistant":
                 if not isinstance(block.get("name"), str) or not isinstance(block.get("input", {}), dict):
@@ -79,12 +101,14 @@ def _messages(messages: Any) -> list[dict]:
                 if isinstance(block.get("thinking"), str):
                     thinking.append(block["thinking"])
             else:
-                text.append(_block_text(block, w))
+                text.append(_block_part(block, w))
         if m["role"] == "user":
             if text:
-                out.append({"role": "user", "content": "".join(text)})
+                out.append({"role": "user", "content": _joined(text)})
             continue
-        msg: dict = {"role": "assistant", "content": "".join(text)}
+        if any(p["type"] != "text" for p in text):
+            raise InvalidRequestError(f"{where}: an assistant turn holds text, thinking and tool_use blocks only")
+        msg: dict = {"role": "assistant", "content": _joined(text)}
         if thinking:
             msg["reasoning_content"] = "".join(thinking)
         if calls:
@@ -128,7 +152,10 @@ def chat_body(body: Any) -> dict:
     messages = _messages(body["messages"]) or [{"role": "user", "content": ""}]   # as llama-server: no turn → an empty one
     system = body.get("system")
     if system is not None:
-        messages.insert(0, {"role": "system", "content": _text(system, "'system'")})
+        content = _content(system, "'system'")
+        if not isinstance(content, str):
+            raise InvalidRequestError("'system' holds text blocks only")
+        messages.insert(0, {"role": "system", "content": content})
     out: dict = {k: body[k] for k in _SAME if k in body}
     out["messages"] = messages
     if body.get("stop_sequences") is not None:

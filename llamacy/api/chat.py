@@ -21,9 +21,10 @@ from typing import Any
 
 from llamacy.api.chat_template import ChatTemplate
 from llamacy.api.limits import DEFAULT_LIMITS
-from llamacy.api.reasoning import ReasoningSpec, ReasoningSplitter, find_open_tag_at_end, reasoning_spec
+from llamacy.api.reasoning import (THINK_TAGS, ReasoningSpec, ReasoningSplitter, find_open_tag_at_end,
+                                   reasoning_spec)
 from llamacy.api.tool_calls import (ChatTools, ToolCall, ToolCallFormat, ToolCallParser, detect_tool_format,
-                                    generic_tools_prompt, tool_call_grammar)
+                                    generic_tools_prompt, grammar_after_thoughts, tool_call_grammar)
 from llamacy.errors import ChatTemplateError, InvalidRequestError
 
 __all__ = ["ChatDelta", "ChatMessage", "ChatOptions", "ChatOutputParser", "ChatPrompt", "OutputSpec",
@@ -39,6 +40,11 @@ class ChatOptions:
     enable_thinking: bool = True
     template_kwargs: dict = field(default_factory=dict)
     max_schema_depth: int = DEFAULT_LIMITS.max_schema_depth   # tool parameter schemas
+    add_generation_prompt: bool = True
+    # continue the last (assistant) message instead of starting a new one: "auto", "content" or
+    # "reasoning_content" (vLLM's and transformers' ``continue_final_message``); None: don't
+    continue_final: str | None = None
+    prefill_assistant: bool = True       # a trailing assistant message is continued (today's default)
 
 
 @dataclass(frozen=True)
@@ -182,21 +188,90 @@ def render_chat(template: ChatTemplate, messages: list[dict], options: ChatOptio
     tools = options.tools
     fmt = detect_tool_format(template.source, caps.tools) if tools else None
     system_text = generic_tools_prompt(tools) if tools and fmt is ToolCallFormat.GENERIC else ""
-    extra = dict(options.template_kwargs)
-    if not options.enable_thinking:
-        extra["enable_thinking"] = False
+    # templates test ``enable_thinking`` both ways (an undefined one reads as false)
+    extra = {"enable_thinking": options.enable_thinking, **options.template_kwargs}
     if tools and fmt is not ToolCallFormat.GENERIC:
         extra["tools"] = [t.to_json() for t in tools.callable]
-    prompt = template.render(_template_messages(messages, caps, system_text), add_generation_prompt=True, **extra)
+    rendered = _template_messages(messages, caps, system_text)     # validates every message first
+    mode, add_generation_prompt = _continuation(messages, options)
+    if mode is not None:      # the others, then the last one's text after the generation prompt
+        rendered, final = rendered[:-1], messages[-1]
+    prompt = template.render(rendered, add_generation_prompt=add_generation_prompt or mode is not None, **extra)
     grammar = tool_call_grammar(tools, fmt, options.max_schema_depth) if tools else None
-    opened = find_open_tag_at_end(prompt)
-    if opened and (not options.enable_thinking or grammar):
-        # no thinking wanted, or a grammar that must start right away: close the block
-        prompt += opened[1] + "\n\n"
-    reasoning = reasoning_spec(options.reasoning_format, prompt, template.source)
+    opened = find_open_tag_at_end(prompt) if add_generation_prompt or mode is not None else None
+    if mode is not None:
+        prompt, reasoning = _continue(prompt, final, mode, opened, options.reasoning_format, template.source)
+    else:
+        if opened and (not options.enable_thinking or (grammar and options.reasoning_format == "none")):
+            # no thinking wanted, or thoughts that would be read as the answer: close the block
+            prompt += opened[1] + "\n\n"
+        elif opened and grammar:        # the model may think first; the grammar holds after the block
+            grammar = grammar_after_thoughts(grammar, opened[1])
+        reasoning = reasoning_spec(options.reasoning_format, prompt, template.source)
     return ChatPrompt(prompt=prompt, grammar=grammar,
                       output=OutputSpec(reasoning=reasoning, tool_format=fmt,
                                         tool_names=tools.names if tools else frozenset()))
+
+
+# --- continuing the last message (assistant prefill, continue_final_message) ---------------------
+
+def _continuation(messages: list[dict], options: ChatOptions) -> tuple[str | None, bool]:
+    """(how the last message is continued — None: it is not —, add_generation_prompt), after
+    today's llama-server rules: a trailing assistant message is a prefill unless the request says
+    how to continue; continuing and a generation prompt exclude each other."""
+    mode, add_generation_prompt = options.continue_final, options.add_generation_prompt
+    last = messages[-1] if isinstance(messages[-1], dict) else {}
+    if mode is None and options.prefill_assistant and last.get("role") == "assistant":
+        before = messages[-2] if len(messages) >= 2 else None
+        if isinstance(before, dict) and before.get("role") == "assistant":
+            raise InvalidRequestError("Cannot have 2 or more assistant messages at the end of the list.")
+        mode, add_generation_prompt = "auto", False
+    if mode is None:
+        return None, add_generation_prompt
+    if add_generation_prompt:
+        raise InvalidRequestError("Cannot set both add_generation_prompt and continue_final_message to true.")
+    if last.get("role") != "assistant":
+        raise InvalidRequestError("'continue_final_message' continues the last message, which must be the "
+                                  "assistant's")
+    if last.get("tool_calls"):
+        raise InvalidRequestError("Cannot continue an assistant message that contains tool calls.")
+    return mode, False
+
+
+def _continuation_text(content: Any, where: str) -> str:
+    """The text of a message being continued: text parts joined by a blank line (llama.cpp)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise InvalidRequestError(f"{where} must be a string, null or an array of text parts")
+    texts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise InvalidRequestError(f"{where}[{j}] must be {{\"type\": \"text\", \"text\": string}}")
+        texts.append(part["text"])
+    return "\n\n".join(texts)
+
+
+def _continue(prompt: str, final: dict, mode: str, opened: tuple[str, str] | None, reasoning_format: str,
+              template_source: str) -> tuple[str, ReasoningSpec]:
+    """``prompt`` (ending with the generation prompt) extended by the last message's text; the
+    output then continues the answer (``content``) or the thoughts (``reasoning_content``)."""
+    content = _continuation_text(final.get("content"), "the last message's content")
+    thoughts = final.get("reasoning_content") or ""
+    if not isinstance(thoughts, str):
+        raise InvalidRequestError("the last message's reasoning_content must be a string")
+    if mode == "auto":
+        mode = "reasoning_content" if thoughts and not content else "content"
+    if mode == "reasoning_content":
+        open_tag, close_tag = opened or next((p for p in THINK_TAGS if p[0] in template_source), THINK_TAGS[0])
+        if opened is None:
+            prompt += open_tag
+        return prompt + thoughts, ReasoningSpec(enabled=reasoning_format != "none", open_tag=open_tag,
+                                                close_tag=close_tag, starts_inside=True)
+    if opened is not None:
+        prompt += thoughts + opened[1]
+    prompt += content
+    return prompt, ReasoningSpec(enabled=False)
 
 
 # --- output → text, reasoning, tool calls ------------------------------------------------------

@@ -54,6 +54,24 @@ def _strftime_now(fmt: str) -> str:
     return datetime.datetime.now().strftime(fmt)
 
 
+class _Undefined(jinja2.Undefined):
+    """An undefined variable as llama.cpp's template engine treats it: joined to a string with
+    ``+`` it counts as empty text (Firefunction's template adds an undefined ``functions``);
+    every other use fails as in Jinja."""
+
+    __slots__ = ()
+
+    def __add__(self, other: Any) -> Any:
+        if isinstance(other, str):
+            return other
+        return self._fail_with_undefined_error()
+
+    def __radd__(self, other: Any) -> Any:
+        if isinstance(other, str):
+            return other
+        return self._fail_with_undefined_error()
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, made to fail loudly on unsafe attributes, plus limits on
     ``*`` and ``**`` so one expression can't allocate gigabytes (``'x' * 10**10``) or spin
@@ -95,6 +113,7 @@ def _make_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[jinja2.ext.loopcontrols],
+        undefined=_Undefined,
     )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
@@ -176,10 +195,14 @@ class ChatTemplate:
     ) -> str:
         """Render ``messages``; ``extra`` (``tools``, ``enable_thinking``, ...) become
         template variables. Raises ``ChatTemplateError`` on any failure."""
+        today = datetime.datetime.now()
         context: dict[str, Any] = {
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
             "tools": None,
+            # the dates llama.cpp gives templates (Llama 3.x and Firefunction print them)
+            "date_string": today.strftime("%d %b %Y"),
+            "datetime": today.strftime("%b %d %Y"),
             **extra,
             "messages": _normalize_messages(messages),
             "add_generation_prompt": add_generation_prompt,

@@ -314,14 +314,17 @@ def generation_settings(p: CompletionParams | None, *, model: str, n_ctx: int, n
 
 
 def timings_json(t: Timings) -> dict:
-    """The spec's ``timings`` object."""
+    """The spec's ``timings`` object. The generation rate counts decode steps, as today's
+    llama-server does: the first token comes from the prompt's last batch, so ``predicted_ms``
+    (from the end of the prompt to the last token) covers ``predicted_n - 1`` steps."""
+    n_steps = max(t.n_predicted - 1, 0)
     return {
         "cache_n": t.n_cache, "prompt_n": t.n_prompt, "prompt_ms": t.prompt_ms,
         "prompt_per_token_ms": t.prompt_ms / t.n_prompt if t.n_prompt else 0.0,
         "prompt_per_second": 1e3 * t.n_prompt / t.prompt_ms if t.prompt_ms > 0 and t.n_prompt else 0.0,
         "predicted_n": t.n_predicted, "predicted_ms": t.predicted_ms,
-        "predicted_per_token_ms": t.predicted_ms / t.n_predicted if t.n_predicted else 0.0,
-        "predicted_per_second": 1e3 * t.n_predicted / t.predicted_ms if t.predicted_ms > 0 and t.n_predicted else 0.0,
+        "predicted_per_token_ms": t.predicted_ms / n_steps if n_steps else 0.0,
+        "predicted_per_second": 1e3 / t.predicted_ms * n_steps if t.predicted_ms > 0 and n_steps else 0.0,
     }
 
 

@@ -111,6 +111,7 @@ class ChatDefaults:
     reasoning_format: str = "deepseek"
     enable_thinking: bool = True
     max_schema_depth: int = DEFAULT_LIMITS.max_schema_depth
+    prefill_assistant: bool = True       # --no-prefill-assistant: a trailing assistant turn is a whole turn
 
 
 @dataclass
@@ -181,7 +182,22 @@ def chat_options(body: dict, defaults: ChatDefaults) -> ChatOptions:
         enable_thinking = kwargs.pop("enable_thinking")
     return ChatOptions(tools=parse_tools(body), reasoning_format=reasoning_format,
                        enable_thinking=enable_thinking, template_kwargs=kwargs,
-                       max_schema_depth=defaults.max_schema_depth)
+                       max_schema_depth=defaults.max_schema_depth,
+                       add_generation_prompt=get_bool(body, "add_generation_prompt", True),
+                       continue_final=_continue_final(body.get("continue_final_message")),
+                       prefill_assistant=defaults.prefill_assistant)
+
+
+def _continue_final(value: Any) -> str | None:
+    """``continue_final_message``: true (continue what the last message holds), "content",
+    "reasoning_content"; false or null: no."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "auto"
+    if value in ("content", "reasoning_content"):
+        return value
+    raise InvalidRequestError("'continue_final_message' must be a boolean, \"content\" or \"reasoning_content\"")
 
 
 def chat_prompt(body: Any, chat_template, defaults: ChatDefaults) -> ChatPrompt:

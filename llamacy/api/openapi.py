@@ -118,6 +118,7 @@ RESPONSE_MESSAGE = _obj({**MESSAGE["properties"], "reasoning_content": _STR, "to
 TOOL = _obj({"type": {"const": "function"}, "function": _obj({
     "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
     "description": {"type": ["string", "null"]}, "parameters": {"type": "object"}}, ("name",))}, ("function",))
+TEXT_PARTS_INPUT = _obj({"content": _arr(TEXT_PART, minItems=1)}, ("content",))
 CHAT_TEMPLATE_OPTIONS = {
     "tools": _arr(TOOL, maxItems=128),
     "tool_choice": {"anyOf": [{"enum": ["auto", "none", "required"]}, _obj(
@@ -125,6 +126,8 @@ CHAT_TEMPLATE_OPTIONS = {
     "parallel_tool_calls": _BOOL,
     "reasoning_format": {"enum": ["none", "deepseek"]},
     "chat_template_kwargs": _obj({"enable_thinking": _BOOL}),
+    "add_generation_prompt": _BOOL,
+    "continue_final_message": {"anyOf": [_BOOL, {"enum": ["content", "reasoning_content"]}]},
 }
 USAGE = _obj({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT},
              ("prompt_tokens", "completion_tokens", "total_tokens"))
@@ -322,7 +325,9 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
             body=_body(_obj({"filename": _STR}), required=False), tags=("native",))},
         "/infill": {"post": _op(
             "Code infilling with the model's FIM tokens", _responses(COMPLETION_RESULT, stream=True),
-            body=_body(_obj({"input_prefix": _STR, "input_suffix": _STR, "prompt": _STR, **COMPLETION_OPTIONS})),
+            body=_body(_obj({"input_prefix": _STR, "input_suffix": _STR, "prompt": _STR,
+                             "input_extra": _arr(_obj({"filename": _STR, "text": _STR}, ("text",)), maxItems=256),
+                             **COMPLETION_OPTIONS})),
             tags=("native",))},
         "/v1/chat/completions": chat,
         "/chat/completions": chat,
@@ -351,10 +356,17 @@ def build(*, title: str = "llamacy", version: str = "0") -> dict:
                                    "embedding": {"anyOf": [VECTOR, _STR]}}, ("object", "index", "embedding")))},
                 ("object", "data", "usage"))),
             body=_body(_obj({"input": {"anyOf": [_STR, _arr(_STR, minItems=1), _arr(_TOKEN, minItems=1),
-                                                 _arr(_arr(_TOKEN), minItems=1)]},
+                                                 _arr(_arr(_TOKEN), minItems=1), TEXT_PARTS_INPUT,
+                                                 _arr(TEXT_PARTS_INPUT, minItems=1)]},
                              "encoding_format": {"enum": ["float", "base64"]}, "model": _STR}, ("input",))),
             tags=("openai",))},
         **{path: rerank for path in ("/rerank", "/reranking", "/v1/rerank", "/v1/reranking")},
+        "/cors-proxy": {method: _op(
+            "Make a request for a browser page (--ui-mcp-proxy; 403 without): only "
+            "x-llama-server-proxy-header-NAME headers reach the target, as NAME",
+            _responses({}, ok_type="*/*", description="The target's answer"),
+            params=[_query("url", {"type": "string", "pattern": "^https?://"}, required=True)],
+            tags=("operations",)) for method in ("get", "post")},
         "/metrics": {"get": _op("Prometheus metrics (--metrics)", _responses(_STR, ok_type="text/plain"),
                                 tags=("operations",))},
         "/openapi.json": {"get": _op("This description", _responses({"type": "object"}), tags=("operations",))},

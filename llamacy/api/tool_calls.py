@@ -188,6 +188,22 @@ def tool_call_grammar(tools: ChatTools, fmt: ToolCallFormat, max_depth: int = DE
                            field="tools[].function.parameters", max_depth=max_depth)
 
 
+def _class_char(ch: str) -> str:
+    """``ch`` inside a GBNF character class."""
+    return "\\" + ch if ch in "\\]^-[" else ch
+
+
+def grammar_after_thoughts(grammar: str, close_tag: str) -> str:
+    """``grammar`` preceded by free thoughts up to ``close_tag`` (and whitespace): for a prompt
+    that opened a reasoning block, so the model may think before the answer the grammar forces.
+    The thoughts are any text in which ``close_tag`` does not occur."""
+    avoid = [_lit(close_tag[:i]) + f" [^{_class_char(close_tag[i])}]" if i else f"[^{_class_char(close_tag[0])}]"
+             for i in range(len(close_tag))]
+    answer = grammar.replace("root ::=", "llamacy-answer ::=", 1)
+    return (f"root ::= llamacy-thoughts {_lit(close_tag)} [ \\t\\n]* llamacy-answer\n"
+            f"llamacy-thoughts ::= ( {' | '.join(avoid)} )*\n" + answer)
+
+
 # --- parsing ---------------------------------------------------------------------------------
 
 def _json_end(text: str, start: int) -> int:

@@ -54,7 +54,7 @@ def _optional_routes():
     import importlib
     for name in ("llamacy.server.openai", "llamacy.server.anthropic", "llamacy.server.responses",
                  "llamacy.server.embeddings", "llamacy.server.rerank",
-                 "llamacy.server.metrics", "llamacy.server.infill"):
+                 "llamacy.server.metrics", "llamacy.server.infill", "llamacy.server.cors_proxy"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:

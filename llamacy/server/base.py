@@ -16,6 +16,7 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from llamacy.errors import AuthenticationError, InvalidRequestError, LlamacyError, NotFoundError, PayloadTooLargeError
+from llamacy.server.cors import allowed_origin
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.state = state
         self._body = bytearray()
         self._counted = False
+        self.set_default_headers()     # Tornado's first call came before the state was known
 
     def prepare(self) -> None:
         if self.counts_in_flight:
@@ -64,11 +66,18 @@ class BaseHandler(tornado.web.RequestHandler):
             self.state.metrics.observe(self)
 
     def set_default_headers(self) -> None:
-        # as llama-server: the caller's origin reflected (any origin may call), any header
-        self.set_header("Access-Control-Allow-Origin", self.request.headers.get("Origin") or "*")
-        self.set_header("Access-Control-Allow-Credentials", "true")
-        self.set_header("Access-Control-Allow-Headers", "*")
-        self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+        # as llama-server: by default the caller's origin reflected (any origin may call), any
+        # header; --cors-origins/-methods/-headers/--no-cors-credentials narrow it (server/cors.py)
+        state = getattr(self, "state", None)
+        if state is None:
+            return
+        c = state.config
+        origin = allowed_origin(c.cors_origins, self.request.headers.get("Origin"), credentials=c.cors_credentials)
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Origin", origin)
+        self.set_header("Access-Control-Allow-Credentials", "true" if c.cors_credentials else "false")
+        self.set_header("Access-Control-Allow-Headers", c.cors_headers)
+        self.set_header("Access-Control-Allow-Methods", c.cors_methods)
 
     def options(self, *args) -> None:
         """A CORS preflight: 200 with the headers above, no key needed."""

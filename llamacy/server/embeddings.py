@@ -119,6 +119,26 @@ class EmbeddingHandler(_EmbeddingHandler):
         return normalized(res.embedding)
 
 
+def content_parts_text(item, i: int):
+    """One ``input`` item: a string or token array as given; today's ``{"content": [parts]}`` as
+    the concatenation of its text parts (``"hello "`` + ``"world"`` embeds as ``"hello world"``)."""
+    if not isinstance(item, dict):
+        return item
+    parts = item.get("content")
+    if not isinstance(parts, list) or not parts:
+        raise InvalidRequestError(f"input[{i}].content must be a non-empty array of content parts")
+    texts = []
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text":
+            raise InvalidRequestError(f"input[{i}].content[{j}]: only text parts are accepted here, got "
+                                      f"{str(kind)[:40]!r} (images go to /embedding with image_data)")
+        if not isinstance(part.get("text"), str):
+            raise InvalidRequestError(f"input[{i}].content[{j}].text must be a string")
+        texts.append(part["text"])
+    return "".join(texts)
+
+
 class OpenAIEmbeddingsHandler(_EmbeddingHandler):
     async def post(self) -> None:
         st = self.state
@@ -127,10 +147,10 @@ class OpenAIEmbeddingsHandler(_EmbeddingHandler):
             raise InvalidRequestError("Pooling type 'none' is not OAI compatible. Please use a different pooling type")
         body = await self.off_loop(self.json_body)
         inp = body.get("input")
-        if isinstance(inp, str) or (isinstance(inp, list) and inp and all(isinstance(t, int) for t in inp)):
-            inputs = [inp]
-        elif isinstance(inp, list) and inp and all(isinstance(x, (str, list)) for x in inp):
-            inputs = inp
+        if isinstance(inp, (str, dict)) or (isinstance(inp, list) and inp and all(isinstance(t, int) for t in inp)):
+            inputs = [content_parts_text(inp, 0)]
+        elif isinstance(inp, list) and inp and all(isinstance(x, (str, list, dict)) for x in inp):
+            inputs = [content_parts_text(x, i) for i, x in enumerate(inp)]
         else:
             raise InvalidRequestError("'input' must be a string, an array of strings, or token arrays")
         fmt = get_str(body, "encoding_format", "float")

@@ -1,10 +1,11 @@
 """GET /metrics: the spec's Prometheus metrics (``--metrics``), plus HTTP request latency.
 
-Each server owns its own ``CollectorRegistry`` (no prometheus-client globals). The spec's
-``llamacpp:*`` values are read from the scheduler when scraped, by a custom collector, so
-the exposed names are exactly the spec's (``# TYPE llamacpp:prompt_tokens_total counter``,
-as llama.cpp writes them). Request latency is a histogram kept here and fed by
-``Metrics.observe`` when a request finishes.
+The ``llamacpp:*`` values are read from the scheduler when scraped and written as llama.cpp
+writes them (``# TYPE llamacpp:prompt_tokens_total counter``): the spec's eight names, and
+today's llama-server's additions (cached prompt tokens, decode steps, busy slots per step, …).
+llamacy's own families go through a per-server ``CollectorRegistry`` (no prometheus-client
+globals): request latency, a histogram fed by ``Metrics.observe`` when a request finishes.
+The response carries ``Process-Start-Time-Unix`` as today's llama-server does.
 """
 from __future__ import annotations
 
@@ -59,6 +60,49 @@ class _Latency:
         return fam
 
 
+def _number(value: float) -> str:
+    """A sample value as Prometheus text writes it (integers without a fraction)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def engine_families(stats, *, kv_tokens: int, n_ctx: int, n_processing: int, n_deferred: int) -> list:
+    """The ``llamacpp:*`` families, in llama.cpp's order: (name, type, help, value). The spec's
+    eight names keep the spec's help text; today's llama-server adds the others."""
+    n_prompt = stats.n_prompt_tokens_processed_total if stats else 0
+    t_prompt = stats.t_prompt_processing_total if stats else 0.0
+    n_gen = stats.n_tokens_predicted_total if stats else 0
+    t_gen = stats.t_tokens_generation_total if stats else 0.0
+    n_decode = stats.n_decode_total if stats else 0
+    return [
+        ("prompt_tokens_total", "counter", "Number of prompt tokens processed.", n_prompt),
+        ("prompt_tokens_cached_total", "counter", "Number of prompt tokens reused from the cache.",
+         stats.n_prompt_tokens_cached_total if stats else 0),
+        ("prompt_seconds_total", "counter", "Total time spent processing prompts.", t_prompt),
+        ("tokens_predicted_total", "counter", "Number of generation tokens processed.", n_gen),
+        ("tokens_predicted_seconds_total", "counter", "Total time spent generating tokens.", t_gen),
+        ("n_decode_total", "counter", "Total number of decode steps (batches given to the engine).", n_decode),
+        ("n_tokens_max", "counter", "Largest observed sequence length (prompt + generation).",
+         stats.n_tokens_max if stats else 0),
+        # llamacy has no speculative decoding: these stay 0 (named so dashboards built for
+        # today's llama-server find them)
+        ("spec_decode_num_draft_tokens_total", "counter", "Speculative: Total draft tokens generated.", 0),
+        ("spec_decode_num_accepted_tokens_total", "counter",
+         "Speculative: Total draft tokens accepted by the target model.", 0),
+        ("spec_decode_num_drafts_total", "counter", "Speculative: Total speculative decoding verification steps.", 0),
+        ("prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
+         n_prompt / t_prompt if t_prompt > 0 else 0.0),
+        ("predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.",
+         n_gen / t_gen if t_gen > 0 else 0.0),
+        ("kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.",
+         kv_tokens / n_ctx if n_ctx else 0.0),
+        ("kv_cache_tokens", "gauge", "KV-cache tokens.", kv_tokens),
+        ("requests_processing", "gauge", "Number of requests processing.", n_processing),
+        ("requests_deferred", "gauge", "Number of requests deferred.", n_deferred),
+        ("n_busy_slots_per_decode", "gauge", "Average number of busy slots per decode step.",
+         (stats.n_busy_slots_total / max(n_decode, 1)) if stats else 0.0),
+    ]
+
+
 class Metrics:
     """The metrics of one server: the spec's engine counters and gauges, and request latency."""
 
@@ -79,34 +123,25 @@ class Metrics:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The ``llamacpp:*`` families written as llama.cpp writes them (prometheus-client would
+        rename a counter without ``_total``, such as ``n_tokens_max``), then llamacy's own."""
+        st = self.state
+        sch = st.scheduler
+        families = engine_families(getattr(sch, "stats", None), kv_tokens=sch.kv_tokens() if sch is not None else 0,
+                                   n_ctx=st.ctx.n_ctx if st.ctx is not None else 0,
+                                   n_processing=sch.n_processing if sch is not None else 0,
+                                   n_deferred=sch.n_deferred if sch is not None else 0)
+        lines = []
+        for name, kind, help_text, value in families:
+            lines += [f"# HELP llamacpp:{name} {help_text}", f"# TYPE llamacpp:{name} {kind}",
+                      f"llamacpp:{name} {_number(value)}"]
+        return ("\n".join(lines) + "\n").encode() + generate_latest(self.registry)
 
     def collect(self):
-        """The collector protocol: every family, read now from the scheduler and the context."""
+        """The collector protocol: llamacy's own families (request latency, rejections, failures)."""
         st = self.state
         sch = st.scheduler
         stats = getattr(sch, "stats", None)
-        n_prompt = stats.n_prompt_tokens_processed_total if stats else 0
-        t_prompt = stats.t_prompt_processing_total if stats else 0.0
-        n_gen = stats.n_tokens_predicted_total if stats else 0
-        t_gen = stats.t_tokens_generation_total if stats else 0.0
-        kv_tokens = sch.kv_tokens() if sch is not None else 0
-        n_ctx = st.ctx.n_ctx if st.ctx is not None else 0
-        yield CounterMetricFamily("llamacpp:prompt_tokens_total", "Number of prompt tokens processed.",
-                                  value=n_prompt)
-        yield CounterMetricFamily("llamacpp:tokens_predicted_total", "Number of generation tokens processed.",
-                                  value=n_gen)
-        yield GaugeMetricFamily("llamacpp:prompt_tokens_seconds", "Average prompt throughput in tokens/s.",
-                                value=n_prompt / t_prompt if t_prompt > 0 else 0.0)
-        yield GaugeMetricFamily("llamacpp:predicted_tokens_seconds", "Average generation throughput in tokens/s.",
-                                value=n_gen / t_gen if t_gen > 0 else 0.0)
-        yield GaugeMetricFamily("llamacpp:kv_cache_usage_ratio", "KV-cache usage. 1 means 100 percent usage.",
-                                value=kv_tokens / n_ctx if n_ctx else 0.0)
-        yield GaugeMetricFamily("llamacpp:kv_cache_tokens", "KV-cache tokens.", value=kv_tokens)
-        yield GaugeMetricFamily("llamacpp:requests_processing", "Number of requests processing.",
-                                value=sch.n_processing if sch is not None else 0)
-        yield GaugeMetricFamily("llamacpp:requests_deferred", "Number of requests deferred.",
-                                value=sch.n_deferred if sch is not None else 0)
         yield self.latency.family()
         yield GaugeMetricFamily("llamacy:http_requests_in_flight",
                                 "HTTP requests whose handler has not finished.", value=st.in_flight)
@@ -151,6 +186,7 @@ class MetricsHandler(BaseHandler):
         if st.metrics is None:   # normally created at start-up, so latency counts from the first request
             st.metrics = Metrics(st)
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.set_header("Process-Start-Time-Unix", str(int(st.started_at)))
         self.finish(st.metrics.render())
 
 

@@ -54,6 +54,7 @@ class PropsHandler(BaseHandler):
             "total_slots": sch.n_parallel,
             "modalities": {"vision": st.vision is not None, "audio": False},   # images with --mmproj
             "chat_template": st.chat_template.source if st.chat_template else "",
+            "cors_proxy_enabled": st.config.ui_mcp_proxy,     # /cors-proxy (--ui-mcp-proxy)
             "engine": st.engine_info,     # backends, the CPU variant in use, devices (llamacy's addition)
         })
 

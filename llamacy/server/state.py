@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ class ServerState:
     engine_info: dict = field(default_factory=dict)   # backends.report(): CPU variant, devices
     vision = None                        # api.images.Vision with --mmproj: the model accepts images
     sampling_defaults = None             # SamplingParams: the spec's defaults, with --temp, --seed, ...
+    started_at: float = field(default_factory=time.time)   # Unix time: /metrics' Process-Start-Time-Unix
 
     @property
     def aliases(self) -> list[str]:
@@ -120,7 +122,7 @@ class ServerState:
         from llamacy.api.openai import ChatDefaults
         c = self.config
         return ChatDefaults(reasoning_format=c.reasoning_format, enable_thinking=c.reasoning_budget != 0,
-                            max_schema_depth=c.max_schema_depth)
+                            max_schema_depth=c.max_schema_depth, prefill_assistant=c.prefill_assistant)
 
     def parse_chat(self, body, add_bos: bool | None = None):
         """A chat/completions body → ChatRequest (the prompt tokenized, how to read the output)."""

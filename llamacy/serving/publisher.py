@@ -36,6 +36,8 @@ class StepPublisher:
         now = time.perf_counter()
         stats = self.stats
         n_all = n_prompt + n_generated
+        stats.n_decode_total += 1
+        stats.n_busy_slots_total += len({entry[1] for entry in entries})
         if n_prompt:
             stats.n_prompt_tokens_processed_total += n_prompt
             stats.t_prompt_processing_total += seconds * n_prompt / n_all
@@ -112,6 +114,9 @@ class StepPublisher:
         """End the slot's request — with its Final event, or CANCELLED when not ``notify`` — and
         hand the slot back to the scheduler."""
         task = slot.task
+        if task is not None:
+            self.stats.n_prompt_tokens_cached_total += len(slot.prompt_tokens) - slot.n_prompt_evaluated
+            self.stats.n_tokens_max = max(self.stats.n_tokens_max, slot.n_past)
         if task is not None and notify:
             tail = last_text + slot.text.flush()
             if slot.stream and (tail or slot.probs_unsent):

@@ -55,6 +55,10 @@ class Stats:
     n_tokens_predicted_total: int = 0
     t_tokens_generation_total: float = 0.0      # seconds
     n_failed_steps_total: int = 0
+    n_prompt_tokens_cached_total: int = 0       # prompt tokens a request found in its slot's KV cache
+    n_decode_total: int = 0                     # engine steps that decoded a batch
+    n_busy_slots_total: int = 0                 # summed over those steps: slots with a request
+    n_tokens_max: int = 0                       # longest sequence a request left in its slot
 
 
 def _internal_error(exc: BaseException, where: str) -> LlamacyError:
@@ -567,6 +571,7 @@ class Scheduler(SlotOperations):
             return
         self._consecutive_failures = 0
         self.stats.n_prompt_tokens_processed_total += sum(r.n_tokens for r in results)
+        self.stats.n_decode_total += 1
         queue.deliver(items, results)
 
     def _embed(self, items):

@@ -89,12 +89,20 @@ def test_thinking_block_opened_by_the_template():
     assert not none.output.reasoning.enabled
 
 
-def test_a_forced_block_is_closed_when_thinking_is_off_or_a_grammar_must_start():
+def test_a_forced_block_is_closed_when_thinking_is_off_and_thoughts_may_precede_a_grammar():
     forced_think = "{{ messages[0].content }}<think>\n"      # ignores enable_thinking
     off = render_chat(ChatTemplate(forced_think), [{"role": "user", "content": "q"}], ChatOptions(enable_thinking=False))
     assert off.prompt == "q<think></think>\n\n" and not off.output.reasoning.starts_inside
+    # with tools (as today's llama-server) the block stays open: the grammar starts after it
     tools = ChatOptions(tools=ChatTools((WEATHER,), choice="required"))
-    assert render_chat(ChatTemplate(forced_think), [{"role": "user", "content": "q"}], tools).prompt.endswith("</think>\n\n")
+    chat = render_chat(ChatTemplate(forced_think), [{"role": "user", "content": "q"}], tools)
+    assert chat.prompt.endswith("<think>") and chat.output.reasoning.starts_inside
+    assert chat.grammar.startswith('root ::= llamacy-thoughts "</think>" [ \\t\\n]* llamacy-answer\n')
+    assert "\nllamacy-answer ::= " in chat.grammar and "\nroot ::= " not in chat.grammar
+    # thoughts left in the answer (reasoning_format none) would break the grammar's answer: closed
+    raw = ChatOptions(tools=ChatTools((WEATHER,), choice="required"), reasoning_format="none")
+    assert render_chat(ChatTemplate(forced_think), [{"role": "user", "content": "q"}], raw).prompt.endswith(
+        "</think>\n\n")
 
 
 def test_template_kwargs_reach_the_template():

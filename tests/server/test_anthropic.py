@@ -102,7 +102,7 @@ def test_bad_requests_are_400_with_the_field_named(client):
         client.messages.create(model="x", max_tokens=8, messages=[
             {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                                                       "data": "AAAA"}}]}])
-    assert "image" in e.value.message
+    assert "this model does not accept images (start the server with --mmproj)" in e.value.message
 
 
 def test_wrong_key_is_401(server):

@@ -113,3 +113,21 @@ def test_reasoning_budget_other_values_are_refused():
     proc = subprocess.run([sys.executable, "-m", "llamacy", "--reasoning-budget", "100"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "--reasoning-budget must be -1" in proc.stderr
+
+
+def test_a_tool_call_may_follow_thoughts(server):
+    """With tools, the block the template opens stays open (as today's llama-server): the model
+    thinks first, and the tool-call grammar holds after the closing tag."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    body = {"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": tools}
+    prompt = server.post("/apply-template", json=body).json()["prompt"]
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n")
+    # the engine compiled the grammar with its thoughts rule; the 135M model thinks (a grammar
+    # starting at the call would have made its first token "{" and left no reasoning at all)
+    r = server.post("/v1/chat/completions", json={**body, "tool_choice": "required", "temperature": 0,
+                                                  "max_tokens": 40})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert len(choice["message"]["reasoning_content"]) > 20 and choice["message"]["content"] == ""

@@ -87,6 +87,33 @@ def test_bad_inputs(server):
     assert server.get("/health").json()["slots_idle"] == 4
 
 
+def test_content_parts_input_embeds_as_the_joined_text(server):
+    r = server.post("/v1/embeddings", json={"input": [
+        "hello world", {"content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]}]})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data[0]["embedding"] == data[1]["embedding"]
+    assert r.json()["usage"]["prompt_tokens"] == 2 * len(server.post("/tokenize", json={
+        "content": "hello world", "add_special": True}).json()["tokens"])
+    alone = server.post("/v1/embeddings", json={"input": {"content": [{"type": "text", "text": "hello world"}]}})
+    assert alone.status_code == 200 and alone.json()["data"][0]["embedding"] == data[0]["embedding"]
+
+
+@pytest.mark.parametrize("item,message", [
+    ({"content": "string"}, "input[0].content must be a non-empty array of content parts"),
+    ({"content": []}, "input[0].content must be a non-empty array of content parts"),
+    ({"content": [{"type": "unknown"}]},
+     "input[0].content[0]: only text parts are accepted here, got 'unknown' (images go to /embedding with image_data)"),
+    ({"content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+     "input[0].content[0]: only text parts are accepted here, got 'image_url' (images go to /embedding with image_data)"),
+    ({"content": [{"type": "text", "text": 5}]}, "input[0].content[0].text must be a string"),
+])
+def test_bad_content_parts_input(server, item, message):
+    r = server.post("/v1/embeddings", json={"input": [item]})
+    assert r.status_code == 400
+    assert r.json()["error"] == {"code": 400, "message": message, "type": "invalid_request_error"}
+
+
 def test_completion_still_works_with_embeddings_on(server):
     r = server.post("/completion", json={"prompt": "The capital of France is", "n_predict": 8, "temperature": 0})
     assert "Paris" in r.json()["content"]

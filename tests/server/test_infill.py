@@ -58,3 +58,56 @@ def test_infill_without_fim_tokens_is_400(server_factory):
     r = srv.post("/infill", json={"input_prefix": 5})
     assert r.status_code == 400 and "input_prefix" in r.json()["error"]["message"]
     assert srv.get("/health").json()["slots_idle"] == 1
+
+
+@pytest.mark.parametrize("input_extra,message", [
+    ({}, "input_extra[0] must contain a 'text' field with a string value"),
+    ({"filename": "ok"}, "input_extra[0] must contain a 'text' field with a string value"),
+    ({"filename": 123}, "input_extra[0] must contain a 'text' field with a string value"),
+    ({"filename": 123, "text": "abc"}, "input_extra[0].filename must be a string"),
+    ({"filename": 123, "text": 456}, "input_extra[0] must contain a 'text' field with a string value"),
+    ("text", "input_extra[0] must contain a 'text' field with a string value"),
+])
+def test_invalid_input_extra_is_400(server_factory, fim_model, input_extra, message):
+    srv = server_factory("-m", fim_model, "-c", "512")
+    r = srv.post("/infill", json={"input_extra": [input_extra], "input_prefix": "x = ", "input_suffix": "\n"})
+    assert r.status_code == 400
+    assert r.json()["error"] == {"code": 400, "message": message, "type": "invalid_request_error"}
+    r = srv.post("/infill", json={"input_extra": {"text": "a"}, "input_prefix": "x = ", "input_suffix": "\n"})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "'input_extra' must be an array of {\"filename\": string, \"text\": string}"
+    assert srv.get("/health").json()["slots_idle"] == 1
+
+
+def test_input_extra_goes_before_the_fim_prefix(server_factory, fim_model):
+    srv = server_factory("-m", fim_model, "-c", "512", "-v")
+    body = {"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 2,
+            "input_extra": [{"filename": "a.py", "text": "A = 1"}, {"text": "B = 2"}]}
+    r = srv.post("/infill", json=body)
+    assert r.status_code == 200, r.text
+
+    def tok(text):
+        return srv.post("/tokenize", json={"content": text}).json()["tokens"]
+    # libllama finds SmolLM2's "<reponame>" (id 4) as the FIM repository token by its text; its
+    # "<file_sep>" is this model's FIM middle token (5), so chunks get the plain-text separator
+    snippet = tok("\n\n--- snippet ---\n\n")
+    layout = [4, *tok("myproject\n"), *snippet, *tok("A = 1"), *snippet, *tok("B = 2"),
+              PRE, *tok("x = "), SUF, *tok("\n"), MID]
+    assert logged_prompt(srv) == layout
+    assert r.json()["tokens_evaluated"] == len(layout)
+
+
+def test_input_extra_with_repository_level_fim_tokens(server_factory, tmp_path):
+    from llamacy.models import default_model_path
+    model = tmp_path / "fim5.gguf"
+    subprocess.run([sys.executable, str(TOOLS / "make_test_gguf.py"), str(model), "--source", default_model_path(),
+                    "--fim", f"{PRE},{SUF},{MID},6,7"], check=True)
+    srv = server_factory("-m", str(model), "-c", "512", "-v")
+    r = srv.post("/infill", json={"input_prefix": "x = ", "input_suffix": "\n", "n_predict": 2,
+                                  "input_extra": [{"filename": "a.py", "text": "A = 1"}]})
+    assert r.status_code == 200, r.text
+
+    def tok(text):
+        return srv.post("/tokenize", json={"content": text}).json()["tokens"]
+    assert logged_prompt(srv) == [6, *tok("myproject\n"), 7, *tok("a.py\n"), *tok("A = 1"), 7, *tok("filename\n"),
+                                  PRE, *tok("x = "), SUF, *tok("\n"), MID]

@@ -14,6 +14,18 @@ SPEC_NAMES = {
     "llamacpp:requests_processing": "gauge",
     "llamacpp:requests_deferred": "gauge",
 }
+# today's llama-server adds these beside the spec's (llama.cpp writes n_tokens_max as a counter)
+TODAY_NAMES = {
+    "llamacpp:prompt_tokens_cached_total": "counter",
+    "llamacpp:prompt_seconds_total": "counter",
+    "llamacpp:tokens_predicted_seconds_total": "counter",
+    "llamacpp:n_decode_total": "counter",
+    "llamacpp:n_tokens_max": "counter",
+    "llamacpp:spec_decode_num_draft_tokens_total": "counter",
+    "llamacpp:spec_decode_num_accepted_tokens_total": "counter",
+    "llamacpp:spec_decode_num_drafts_total": "counter",
+    "llamacpp:n_busy_slots_per_decode": "gauge",
+}
 LATENCY = "llamacy:http_request_duration_seconds"
 
 
@@ -31,6 +43,13 @@ def scrape(server) -> tuple[str, dict[str, float], list]:
     families = list(text_string_to_metric_families(r.text))
     values = {s.name: s.value for f in families for s in f.samples if not s.labels}
     return r.text, values, families
+
+
+def engine_values(text: str) -> dict[str, float]:
+    """The ``llamacpp:*`` samples by their exact names (prometheus-client's parser renames a
+    counter that does not end in ``_total``, such as ``n_tokens_max``)."""
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+            if line.startswith("llamacpp:")}
 
 
 def complete(server, n_predict=8, **body):
@@ -59,6 +78,49 @@ def test_counters_increase_after_a_completion(server):
     assert after["llamacpp:prompt_tokens_seconds"] > 0
     assert after["llamacpp:predicted_tokens_seconds"] > 0
     assert after["llamacpp:requests_processing"] == 0 and after["llamacpp:requests_deferred"] == 0
+
+
+def test_todays_names_with_help_and_type_and_the_start_time_header(server):
+    complete(server, n_predict=3)
+    r = server.get("/metrics")
+    assert r.status_code == 200
+    start = int(r.headers["Process-Start-Time-Unix"])
+    assert start == int(server.get("/metrics").headers["Process-Start-Time-Unix"])    # fixed per process
+    text = r.text
+    for name, typ in {**SPEC_NAMES, **TODAY_NAMES}.items():
+        assert f"# HELP {name} " in text, name
+        assert f"# TYPE {name} {typ}\n" in text, name
+    values = engine_values(text)
+    assert values["llamacpp:n_decode_total"] >= 3
+    assert values["llamacpp:n_busy_slots_per_decode"] >= 1     # every step so far had a request
+    assert values["llamacpp:spec_decode_num_drafts_total"] == 0
+
+
+def test_decode_steps_cached_tokens_and_longest_sequence(server):
+    prompt = "the quick brown fox jumps over the lazy dog"
+    before = engine_values(scrape(server)[0])
+    first = complete(server, n_predict=4, ignore_eos=True, cache_prompt=True, id_slot=1, prompt=prompt)
+    second = complete(server, n_predict=4, ignore_eos=True, cache_prompt=True, id_slot=1, prompt=prompt)
+    after = engine_values(scrape(server)[0])
+    assert second["timings"]["cache_n"] > 0                      # the second found the first's prompt
+    cached = first["timings"]["cache_n"] + second["timings"]["cache_n"]
+    assert after["llamacpp:prompt_tokens_cached_total"] - before["llamacpp:prompt_tokens_cached_total"] == cached
+    processed = first["timings"]["prompt_n"] + second["timings"]["prompt_n"]
+    assert after["llamacpp:prompt_tokens_total"] - before["llamacpp:prompt_tokens_total"] == processed
+    # one decode per generated token after the first of each request, at least one per prompt
+    assert after["llamacpp:n_decode_total"] - before["llamacpp:n_decode_total"] >= 2 * 4
+    assert after["llamacpp:n_tokens_max"] >= second["tokens_evaluated"] + 4 - 1
+    assert after["llamacpp:tokens_predicted_seconds_total"] > before["llamacpp:tokens_predicted_seconds_total"]
+
+
+def test_generation_rate_counts_decode_steps_not_the_first_token(server):
+    one = complete(server, n_predict=1, ignore_eos=True)["timings"]
+    assert one["predicted_n"] == 1
+    assert one["predicted_per_second"] == 0.0 and one["predicted_per_token_ms"] == 0.0
+    t = complete(server, n_predict=16, ignore_eos=True)["timings"]
+    assert t["predicted_n"] == 16
+    assert t["predicted_per_second"] == pytest.approx(1e3 / t["predicted_ms"] * 15, rel=1e-12)
+    assert t["predicted_per_token_ms"] == pytest.approx(t["predicted_ms"] / 15, rel=1e-12)
 
 
 def test_kv_cache_gauges_follow_the_cache(server):

@@ -253,6 +253,35 @@ def test_openai_client_sends_an_image(server):
     assert res.usage.prompt_tokens > N_IMAGE and res.usage.completion_tokens == 2
 
 
+def test_anthropic_image_blocks_take_the_vision_path(server, plain_server):
+    def block(image: bytes) -> dict:
+        return {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64(image)}}
+
+    def message(content, srv=server):
+        return srv.post("/v1/messages", json={"model": "tiny", "max_tokens": 1, "temperature": 0,
+                                              "messages": [{"role": "user", "content": content}]})
+    text = message([{"type": "text", "text": "What is this?"}])
+    red = message([block(RED), {"type": "text", "text": "What is this?"}])
+    assert text.status_code == 200 and red.status_code == 200, (text.text, red.text)
+    assert red.json()["usage"]["input_tokens"] >= text.json()["usage"]["input_tokens"] + N_IMAGE
+    # an image in a tool result (Anthropic's way of returning a file the tool read)
+    r = server.post("/v1/messages", json={"model": "tiny", "max_tokens": 1, "messages": [
+        {"role": "user", "content": "What is in this image?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tool_1", "name": "read",
+                                           "input": {"file": "test.png"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tool_1", "content": [
+            {"type": "text", "text": "File: test.png"}, block(BLUE)]}]}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["input_tokens"] > N_IMAGE
+    # without a projector, and with a bad source: 400s naming the problem
+    assert "this model does not accept images" in error_of(message([block(RED)], plain_server))
+    bad = message([{"type": "image", "source": {"type": "file", "file_id": "f"}}])
+    assert error_of(bad) == ('messages[0].content[0].source must be {"type": "base64", "media_type", "data"} or '
+                             '{"type": "url", "url"}')
+    assert "remote image URLs are not fetched" in error_of(
+        message([{"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]))
+
+
 def test_embedding_with_an_image(server, plain_server):
     def embed(data: bytes) -> list[float]:
         r = server.post("/embedding", json={"content": "A photo: [img-4] of something",
