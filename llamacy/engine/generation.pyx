@@ -187,6 +187,7 @@ cdef class Generator:
     cdef int32_t * plan_n
     cdef uint8_t * plan_out       # a chunk ending its prompt: its last token is sampled
     cdef bint pad_gaps            # fill gaps between those runs with a token of the idle sequence
+    cdef bint sync_apart          # wait for the device right after llama_decode (timed as "sync")
     cdef int32_t n_ctx_seq
     cdef int32_t * pad_seq
     cdef int32_t * pad_pos
@@ -216,7 +217,8 @@ cdef class Generator:
         run of consecutive sequence ids, so idle sequences between busy ones cost a pass over the
         weights each; with ``pad_gaps`` each such idle sequence gets one throw-away token (at
         its next position, removed after the decode) to keep the batch one run. Worth it where
-        a token costs far less than a pass (a GPU), not on a CPU; never with self-extend."""
+        a token costs far less than a pass (a GPU), not on a CPU; never with self-extend. With it
+        the loop also waits for the device right after each decode, timed apart ("sync")."""
         ctx._check()
         self.ctx = ctx
         self.c_ctx = ctx.c_ctx
@@ -252,6 +254,7 @@ cdef class Generator:
         self.pad_seq = <int32_t *> malloc(n_seq * sizeof(int32_t))
         self.pad_pos = <int32_t *> malloc(n_seq * sizeof(int32_t))
         self.pad_gaps = pad_gaps and ga_n == 1
+        self.sync_apart = pad_gaps    # a GPU: its work is timed apart (on a CPU llama_decode is the work)
         self.n_ctx_seq = ctx.n_ctx_seq
         self.n_pad = 0
         if (self.plan_kind == NULL or self.plan_pos == NULL or self.plan_start == NULL or self.plan_n == NULL
@@ -738,7 +741,7 @@ cdef class Generator:
                 n = self.batch.c_batch.n_tokens
                 view = n
                 continue
-            if rc == 0:
+            if rc == 0 and self.sync_apart:
                 t0 = _now()
                 llama_synchronize(self.c_ctx)
                 self.tally.sync_s += _now() - t0
