@@ -120,6 +120,27 @@ def sse_events(response) -> list[dict]:
     return out
 
 
+def run_in_threads(target, args_list) -> None:
+    """Run ``target(*args)`` for each args on its own thread, all at once; re-raise the first
+    exception any of them raised (an assertion inside a thread must reach the test)."""
+    import threading
+    errors: list[BaseException] = []
+
+    def guarded(*args):
+        try:
+            target(*args)
+        except BaseException as exc:   # collected, re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=args) for args in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def wait_for(condition, what: str, timeout: float = 60.0, interval: float = 0.05):
     """Poll ``condition()`` until it returns a truthy value (returned); fail naming ``what``."""
     deadline = time.monotonic() + timeout

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import random
 import socket
-import threading
 
 import pytest
 
-from helpers import metrics, quiescent, rss_kib, send_raw, vanish, wait_for
+from helpers import metrics, quiescent, rss_kib, run_in_threads, send_raw, vanish, wait_for
 
 LONG = {"prompt": "Once upon a time", "n_predict": 100_000, "ignore_eos": True, "temperature": 0}
 
@@ -101,26 +100,15 @@ def storm(server, n_clients: int, seed: int) -> None:
                                   "max_tokens": 200}, 1),
         ("/embedding", {"content": [f"text {i}" for i in range(40)]}, 0),                # embedding
     ]
-    errors: list[BaseException] = []
-
     def client(i: int) -> None:
-        try:
-            path, body, first_bytes = kinds[i % len(kinds)]
-            s = send_raw(server, path, body)
-            if first_bytes and rng.random() < 0.5:
-                read_some(s)                        # vanish mid-stream
-            vanish(s)
-        except BaseException as exc:   # noqa: BLE001 - re-raised in the test thread
-            errors.append(exc)
+        path, body, first_bytes = kinds[i % len(kinds)]
+        s = send_raw(server, path, body)
+        if first_bytes and rng.random() < 0.5:
+            read_some(s)                        # vanish mid-stream
+        vanish(s)
 
     for start in range(0, n_clients, 50):
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(start, min(start + 50, n_clients))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    if errors:
-        raise errors[0]
+        run_in_threads(client, [(i,) for i in range(start, min(start + 50, n_clients))])
 
 
 def test_disconnect_storms_leave_nothing_behind(server):

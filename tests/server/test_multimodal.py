@@ -14,11 +14,10 @@ from __future__ import annotations
 import base64
 import importlib.util
 import re
-import threading
 
 import pytest
 
-from helpers import ServerProcess
+from helpers import ServerProcess, run_in_threads
 from images import FIM, N_IMAGE, TOOLS, bmp, jpeg, make_vision_model, png, png_header
 
 PRE, SUF, MID = FIM
@@ -191,22 +190,12 @@ def test_a_context_shift_keeps_the_image(server):
 def test_images_in_concurrent_slots(server):
     expected = {name: top_probs(complete(server, images={12: data})) for name, data in (("red", RED), ("blue", BLUE))}
     results: dict = {}
-    errors: list = []
 
     def run(name, data):
-        try:
-            for _ in range(2):
-                results.setdefault(name, []).append(top_probs(complete(server, images={12: data})))
-        except BaseException as exc:   # collected, re-raised below
-            errors.append(exc)
+        for _ in range(2):
+            results.setdefault(name, []).append(top_probs(complete(server, images={12: data})))
 
-    threads = [threading.Thread(target=run, args=(n, d)) for n, d in (("red", RED), ("blue", BLUE))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    run_in_threads(run, (("red", RED), ("blue", BLUE)))
     assert results == {name: [probs, probs] for name, probs in expected.items()}
 
 
