@@ -2,7 +2,8 @@
 
 A slot is chosen FIFO among idle ones — the one sharing the longest prefix with the prompt
 when ``cache_prompt`` is on, else the least recently used; a request pinned with ``id_slot``
-waits for that slot. Starting the request keeps the common prefix of the slot's KV cache
+waits for that slot. With ``compact`` (a GPU loop that pads the gaps between busy sequences)
+the lowest slot id replaces the least recently used, so busy slots stay together. Starting the request keeps the common prefix of the slot's KV cache
 (always at least one prompt token is re-evaluated, for its logits), truncates a prompt that
 does not fit, and builds the request's sampler.
 """
@@ -28,16 +29,20 @@ def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
     return tokens[:n_keep] + tokens[n_keep + erased_blocks * n_block:]
 
 
-def choose_slot(slots: list[Slot], p: CompletionParams, usable: list[bool]) -> Slot | None:
-    """The slot for a request among the ``usable`` ones (a pinned request waits for its own)."""
+def choose_slot(slots: list[Slot], p: CompletionParams, usable: list[bool], compact: bool = False) -> Slot | None:
+    """The slot for a request among the ``usable`` ones (a pinned request waits for its own).
+    Ties (and requests without ``cache_prompt``) go to the least recently used slot, or with
+    ``compact`` to the lowest id: every idle slot between two busy ones costs a padding token per
+    step on a GPU, so new work fills the low ids instead of spreading over all of them."""
     if p.id_slot >= 0:
         return slots[p.id_slot] if usable[p.id_slot] else None
     idle = [s for s in slots if usable[s.id]]
     if not idle:
         return None
+    tie = (lambda s: -s.id) if compact else (lambda s: -s.last_used)
     if p.cache_prompt:
-        return max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), -s.last_used))
-    return min(idle, key=lambda s: s.last_used)
+        return max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), tie(s)))
+    return max(idle, key=tie)
 
 
 def effective_n_predict(requested: int, server_cap: int) -> int:

@@ -1,0 +1,44 @@
+"""Slot choice (serving.admission.choose_slot) on real Slot objects."""
+from llamacy.serving.admission import choose_slot
+from llamacy.serving.slots import Slot
+from llamacy.serving.tasks import CompletionParams
+
+
+def _slots(used_at: list[float], cached: list[list[int]] | None = None) -> list[Slot]:
+    slots = []
+    for i, t in enumerate(used_at):
+        s = Slot(i, 256)
+        s.last_used = t
+        s.cache_tokens = list(cached[i]) if cached else []
+        slots.append(s)
+    return slots
+
+
+def test_ties_go_to_the_least_recently_used_slot():
+    slots = _slots([5.0, 1.0, 3.0, 2.0])
+    usable = [True, True, True, True]
+    assert choose_slot(slots, CompletionParams([1, 2, 3]), usable).id == 1
+    assert choose_slot(slots, CompletionParams([1, 2, 3], cache_prompt=True), usable).id == 1
+
+
+def test_compact_ties_go_to_the_lowest_usable_id():
+    """A padding GPU loop: new work fills the low ids, so busy slots stay together."""
+    slots = _slots([5.0, 1.0, 3.0, 2.0])
+    usable = [False, True, True, True]
+    assert choose_slot(slots, CompletionParams([1, 2, 3]), usable, compact=True).id == 1
+    usable = [False, False, True, True]
+    assert choose_slot(slots, CompletionParams([1, 2, 3], cache_prompt=True), usable, compact=True).id == 2
+
+
+def test_the_longest_cached_prefix_wins_over_compactness():
+    slots = _slots([5.0, 1.0, 3.0, 2.0], cached=[[9], [1, 2], [1], [1, 2, 3, 4]])
+    usable = [True, True, True, True]
+    assert choose_slot(slots, CompletionParams([1, 2, 3], cache_prompt=True), usable, compact=True).id == 3
+    usable[3] = False
+    assert choose_slot(slots, CompletionParams([1, 2, 3], cache_prompt=True), usable, compact=True).id == 1
+
+
+def test_a_pinned_request_waits_for_its_slot():
+    slots = _slots([1.0, 2.0])
+    assert choose_slot(slots, CompletionParams([1], id_slot=1), [True, False], compact=True) is None
+    assert choose_slot(slots, CompletionParams([1], id_slot=1), [False, True], compact=True).id == 1
