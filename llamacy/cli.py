@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedding pooling (default: model's)")
     g.add_argument("-dt", "--defrag-thold", type=float, default=-1.0, help="KV defrag threshold (deprecated in the engine)")
     g.add_argument("-fa", "--flash-attn", action="store_true", help="enable flash attention")
+    g.add_argument("-bs", "--backend-sampling", action="store_const", const="on", default="auto",
+                   help="select each output's best candidates on the device (top-k inside the decode graph) and "
+                        "sample from those; requests that need the whole row (n_probs, grammar, ...) still get it "
+                        "(default: on with a GPU)")
+    g.add_argument("--no-backend-sampling", dest="backend_sampling", action="store_const", const="off",
+                   help="sample every output from its whole logits row on the host")
     kv = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
     g.add_argument("-ctk", "--cache-type-k", default="f16", choices=kv, help="KV cache type for K (default: f16)")
     g.add_argument("-ctv", "--cache-type-v", default="f16", choices=kv, help="KV cache type for V (default: f16)")
@@ -214,7 +220,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         n_predict=a.n_predict, rope_scaling=a.rope_scaling, rope_freq_base=a.rope_freq_base,
         rope_freq_scale=a.rope_freq_scale, yarn_ext_factor=a.yarn_ext_factor, yarn_attn_factor=a.yarn_attn_factor,
         yarn_beta_slow=a.yarn_beta_slow, yarn_beta_fast=a.yarn_beta_fast, pooling="rank" if a.reranking else a.pooling,
-        defrag_thold=a.defrag_thold, flash_attn=a.flash_attn, cache_type_k=a.cache_type_k,
+        defrag_thold=a.defrag_thold, flash_attn=a.flash_attn, backend_sampling=a.backend_sampling, cache_type_k=a.cache_type_k,
         cache_type_v=a.cache_type_v, grp_attn_n=a.grp_attn_n, grp_attn_w=a.grp_attn_w,
         embeddings=a.embeddings or a.reranking,
         system_prompt_file=a.system_prompt_file, chat_template=a.chat_template, spm_infill=a.spm_infill,

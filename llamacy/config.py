@@ -44,6 +44,7 @@ class ServerConfig:
     pooling: str | None = None
     defrag_thold: float = -1.0
     flash_attn: bool = False
+    backend_sampling: str = "auto"   # "on", "off", or "auto": on with a GPU (-ngl and a GPU device)
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     grp_attn_n: int = 1

@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import random
+import shlex
 import signal
 import socket
 import subprocess
@@ -232,6 +233,8 @@ def breakdown(before: dict, after: dict, result: dict) -> dict:
             "sync_ms": 1e3 * d.get('llamacy:engine_seconds{part="sync"}', 0) / steps,
             "sample_ms": 1e3 * d.get('llamacy:engine_seconds{part="sample"}', 0) / steps,
             "pad": d.get("llamacy:engine_pad_tokens", 0) / steps,
+            "reused": d.get("llamacy:engine_graphs_reused", 0) / steps,
+            "device": d.get("llamacy:engine_device_outputs", 0) / (d.get("llamacy:engine_outputs", 0) or float("nan")),
             "wait_s": d.get('llamacy:engine_seconds{part="wait"}', 0),
             "run_share": d.get('llamacy:engine_seconds{part="run"}', 0) / result["wall_s"],
             "runs": d.get("llamacy:engine_runs", 0),
@@ -273,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", action="store_true", help="-ngl 99 everywhere")
     ap.add_argument("--threads", "-t", type=int, default=None)
     ap.add_argument("--log-dir", default=None, help="keep both servers' logs here")
+    ap.add_argument("--llama-server-also", default=None, metavar="ARGS",
+                    help="run llama-server a second time with these extra arguments (e.g. \"-bs\"): one more column")
+    ap.add_argument("--llamacy-also", default=None, metavar="ARGS",
+                    help="run llamacy a second time with these extra arguments (e.g. \"--no-backend-sampling\")")
     args = ap.parse_args(argv)
     logs = Path(args.log_dir) if args.log_dir else None
     if logs:
@@ -291,35 +298,47 @@ def main(argv: list[str] | None = None) -> int:
         common += ["-t", str(args.threads)]
     limit = batched_bench(bin_dir, model, clients, ["-fa", "on", *(["-ngl", "99"] if args.gpu else []),
                                                     *(["-t", str(args.threads)] if args.threads else [])])
-    ref = run_server([str(bin_dir / "llama-server"), *common, "-fa", "on",
-                      *([] if args.gpu else ["--no-repack"])], clients, workloads, args.n_predict,
-                     logs / "llama-server.log" if logs else None)
-    ours = run_server([sys.executable, "-m", "llamacy", *common, "-fa", "--log-format", "text", "--metrics"], clients,
-                      workloads, args.n_predict, logs / "llamacy.log" if logs else None, probe=True)
+    ref_cmd = [str(bin_dir / "llama-server"), *common, "-fa", "on", *([] if args.gpu else ["--no-repack"])]
+    ours_cmd = [sys.executable, "-m", "llamacy", *common, "-fa", "--log-format", "text", "--metrics"]
+    ref = run_server(ref_cmd, clients, workloads, args.n_predict, logs / "llama-server.log" if logs else None)
+    extra = []    # (label, results, is llamacy)
+    if args.llama_server_also:
+        extra.append((f"llama-server {args.llama_server_also}",
+                      run_server(ref_cmd + shlex.split(args.llama_server_also), clients, workloads, args.n_predict,
+                                 logs / "llama-server-also.log" if logs else None), False))
+    ours = run_server(ours_cmd, clients, workloads, args.n_predict, logs / "llamacy.log" if logs else None, probe=True)
+    if args.llamacy_also:
+        extra.append((f"llamacy {args.llamacy_also}",
+                      run_server(ours_cmd + shlex.split(args.llamacy_also), clients, workloads, args.n_predict,
+                                 logs / "llamacy-also.log" if logs else None, probe=True), True))
     print(f"model {os.path.basename(model)}, {slots} slots x {args.ctx_per_slot} context, n_predict {args.n_predict} "
           f"(sampled: {args.n_predict // 2}-{args.n_predict * 2}), flash attention on, "
           f"{time.strftime('%Y-%m-%d')}")
+    more = "".join(f" {label} tok/s (TTFT ms) |" for label, _, _ in extra)
     print("| workload | clients | engine limit (batched-bench S_TG) | llama-server tok/s (TTFT ms) | "
-          "llamacy tok/s (TTFT ms) | llamacy / llama-server | llamacy / limit |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          f"llamacy tok/s (TTFT ms) |{more} llamacy / llama-server | llamacy / limit |")
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(extra) + "---:|---:|")
     for w in workloads:
         for c in clients:
             r, o, lim = ref[(w, c)], ours[(w, c)], limit.get(c, float("nan"))
             vs_ref = o["tok_s"] / r["tok_s"] if r["tok_s"] else float("nan")
+            cells = "".join(f" {x[(w, c)]['tok_s']:.1f} ({x[(w, c)]['ttft_ms']:.0f}) |" for _, x, _ in extra)
             print(f"| {w} | {c} | {lim:.1f} | {r['tok_s']:.1f} ({r['ttft_ms']:.0f}) | {o['tok_s']:.1f} "
-                  f"({o['ttft_ms']:.0f}) | {vs_ref:.2f} | {o['tok_s'] / lim:.2f} |")
-    print("\nwhere llamacy's time went (engine thread: /metrics llamacy:engine_*; CPU per generated token)")
-    print("| workload | clients | steps | tokens/step (+ padding) | decode ms/step | device sync ms/step | "
-          "sample ms/step | loop running | waits for IOLoop s | runs | publish µs/tok | IOLoop CPU µs/tok | "
-          "clients CPU µs/tok |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for w in workloads:
-        for c in clients:
-            b = ours[(w, c)]["breakdown"]
-            print(f"| {w} | {c} | {b['steps']:.0f} | {b['batch']:.1f} (+{b['pad']:.1f}) | {b['decode_ms']:.2f} | "
-                  f"{b['sync_ms']:.2f} | {b['sample_ms']:.2f} | "
-                  f"{100 * b['run_share']:.0f} % | {b['wait_s']:.2f} | {b['runs']:.0f} | {b['publish_us']:.0f} | "
-                  f"{b['ioloop_us']:.0f} | {b['client_us']:.0f} |")
+                  f"({o['ttft_ms']:.0f}) |{cells} {vs_ref:.2f} | {o['tok_s'] / lim:.2f} |")
+    for label, runs in [("llamacy", ours)] + [(label, x) for label, x, is_ours in extra if is_ours]:
+        print(f"\nwhere {label}'s time went (engine thread: /metrics llamacy:engine_*; CPU per generated token)")
+        print("| workload | clients | steps | tokens/step (+ padding) | graphs reused | outputs from device top-k | "
+              "decode ms/step | device sync ms/step | sample ms/step | loop running | waits for IOLoop s | runs | "
+              "publish µs/tok | IOLoop CPU µs/tok | clients CPU µs/tok |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for w in workloads:
+            for c in clients:
+                b = runs[(w, c)]["breakdown"]
+                print(f"| {w} | {c} | {b['steps']:.0f} | {b['batch']:.1f} (+{b['pad']:.1f}) | "
+                      f"{100 * b['reused']:.0f} % | {100 * b['device']:.0f} % | {b['decode_ms']:.2f} | "
+                      f"{b['sync_ms']:.2f} | {b['sample_ms']:.2f} | "
+                      f"{100 * b['run_share']:.0f} % | {b['wait_s']:.2f} | {b['runs']:.0f} | {b['publish_us']:.0f} | "
+                      f"{b['ioloop_us']:.0f} | {b['client_us']:.0f} |")
     return 0
 
 

@@ -26,7 +26,8 @@ from cython.parallel cimport prange
 
 from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context, Batch
-from llamacy.engine.sampling cimport Sampler, SamplerCore, sample_core, NO_LOGITS, NOTHING_ALLOWED
+from llamacy.engine.sampling cimport Sampler, SamplerCore, sample_core, sample_candidates, NO_LOGITS, NOTHING_ALLOWED
+from llamacy.engine.device_sampling cimport DeviceTopK
 from llamacy.engine.topk cimport TokenProb
 
 from llamacy.errors import DecodeError, LlamacyError
@@ -118,6 +119,8 @@ ctypedef struct LoopCounters:
     int64_t tokens            # tokens in the steps' batches
     double run_s              # inside run()
     int64_t pad_tokens        # tokens of idle sequences put in gaps (pad_gaps)
+    int64_t outputs           # outputs sampled
+    int64_t device_outputs    # of which from device top-k candidates
     double decode_s           # in llama_decode (on a GPU: building and launching the graph)
     double sync_s             # waiting for the device to finish the step (llama_synchronize)
     double sample_s           # sampling the outputs
@@ -174,6 +177,9 @@ cdef class Generator:
     cdef llama_token * out_tok
     cdef SamplerCore ** out_core
     cdef float ** out_rows
+    cdef llama_token ** out_cand  # an output's device top-k candidates (out_rows: their logits), or NULL
+    cdef int32_t * out_n_cand
+    cdef DeviceTopK dev           # the device top-k chains, or None (every output samples its whole row)
     cdef TokenProb ** out_probs      # each output's n_probs results, in probs_buf
     cdef TokenProb * probs_buf
     cdef int32_t * out_n_probs
@@ -205,6 +211,8 @@ cdef class Generator:
         self.piece_ptr = NULL
         self.probs_buf = NULL
         self.out_probs = NULL
+        self.out_cand = NULL
+        self.out_n_cand = NULL
         self.piece_len = NULL
         self.is_eog = NULL
         for i in range(RING):
@@ -212,13 +220,17 @@ cdef class Generator:
             self.ring[i].probs = NULL
 
     def __init__(self, Context ctx, int32_t n_seq, int32_t n_batch, pieces, eog_tokens, *, int32_t ga_n=1,
-                 int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1, bint pad_gaps=False):
+                 int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1, bint pad_gaps=False,
+                 DeviceTopK device_top_k=None):
         """``pad_gaps``: a batch over per-sequence KV streams is decoded as one micro-batch per
         run of consecutive sequence ids, so idle sequences between busy ones cost a pass over the
         weights each; with ``pad_gaps`` each such idle sequence gets one throw-away token (at
         its next position, removed after the decode) to keep the batch one run. Worth it where
         a token costs far less than a pass (a GPU), not on a CPU; never with self-extend. With it
-        the loop also waits for the device right after each decode, timed apart ("sync")."""
+        the loop also waits for the device right after each decode, timed apart ("sync").
+        ``device_top_k``: the context's device top-k chains; an output of a request whose
+        sampling can work on that many candidates (``Sampler.device_need``) is sampled from them,
+        the others from their whole row (their sequence's chain detached)."""
         ctx._check()
         self.ctx = ctx
         self.c_ctx = ctx.c_ctx
@@ -242,6 +254,9 @@ cdef class Generator:
         self.out_tok = <llama_token *> malloc(n_seq * sizeof(llama_token))
         self.out_core = <SamplerCore **> malloc(n_seq * sizeof(void *))
         self.out_rows = <float **> malloc(n_seq * sizeof(void *))
+        self.out_cand = <llama_token **> calloc(n_seq, sizeof(void *))
+        self.out_n_cand = <int32_t *> calloc(n_seq, sizeof(int32_t))
+        self.dev = device_top_k
         self.out_probs = <TokenProb **> malloc(n_seq * sizeof(void *))
         self.probs_buf = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
         self.out_n_probs = <int32_t *> malloc(n_seq * sizeof(int32_t))
@@ -263,7 +278,8 @@ cdef class Generator:
         if (self.seqs == NULL or self.piece_ptr == NULL or self.piece_len == NULL or self.is_eog == NULL
                 or self.out_seq == NULL or self.out_idx == NULL or self.out_decoded == NULL or self.out_tok == NULL
                 or self.out_core == NULL or self.out_rows == NULL or self.out_probs == NULL
-                or self.out_n_probs == NULL or self.in_step == NULL or self.probs_buf == NULL):
+                or self.out_n_probs == NULL or self.in_step == NULL or self.probs_buf == NULL
+                or self.out_cand == NULL or self.out_n_cand == NULL):
             raise MemoryError()
         for i in range(n_seq):
             self.out_probs[i] = &self.probs_buf[i * self.max_n_probs]
@@ -298,6 +314,8 @@ cdef class Generator:
         free(self.out_idx)
         free(self.out_decoded)
         free(self.out_tok)
+        free(self.out_cand)
+        free(self.out_n_cand)
         free(self.out_core)
         free(self.out_rows)
         free(self.out_probs)
@@ -624,6 +642,7 @@ cdef class Generator:
         for s in range(self.n_seq):
             q = &self.seqs[s]
             if self.plan_kind[s] == P_TOKEN:
+                self._choose_rows(s)
                 self.out_seq[self.n_out] = s
                 self.out_idx[self.n_out] = self.batch.c_batch.n_tokens
                 self.out_decoded[self.n_out] = q.token
@@ -634,6 +653,7 @@ cdef class Generator:
                     self._add_token(q.prompt[self.plan_start[s] + k], self.plan_pos[s] + k, s,
                                     self.plan_out[s] and k == self.plan_n[s] - 1)
                 if self.plan_out[s]:
+                    self._choose_rows(s)
                     self.out_seq[self.n_out] = s
                     self.out_idx[self.n_out] = self.batch.c_batch.n_tokens - 1
                     self.out_decoded[self.n_out] = -1
@@ -650,6 +670,15 @@ cdef class Generator:
                 self.n_pad += 1
                 self._add_token(0, p, s, False)
         self.tally.pad_tokens += self.n_pad
+
+    cdef inline void _choose_rows(self, int32_t s) noexcept nogil:
+        """Before the decode: ``s`` gets device candidates if its request can use them (its
+        chain attached), else its whole logits row (detached). Each switch makes libllama
+        re-plan its graph, so a sequence keeps its mode until a request needs the other."""
+        cdef SamplerCore * core
+        if self.dev is not None:
+            core = self.seqs[s].core
+            self.dev.ensure(s, core != NULL and 0 <= core.device_need <= self.dev.k)
 
     cdef void _end(self, StepRecord * rec, int32_t s, int32_t flags, int32_t decoded) noexcept nogil:
         self._entry(rec, E_TOKEN, s, -1, decoded, flags)
@@ -756,7 +785,16 @@ cdef class Generator:
             n_pick = 0                 # the outputs inside this piece, resolved in order first
             for k in range(self.n_out):
                 if start <= self.out_idx[k] < start + m:
-                    self.out_rows[k] = llama_get_logits_ith(self.c_ctx, self.out_idx[k] - start)
+                    j = self.out_idx[k] - start
+                    self.out_cand[k] = NULL
+                    self.tally.outputs += 1
+                    if self.dev is not None and self.dev.chains[self.out_seq[k]] != NULL:
+                        self.tally.device_outputs += 1
+                        self.out_rows[k] = llama_get_sampled_logits_ith(self.c_ctx, j)
+                        self.out_cand[k] = llama_get_sampled_candidates_ith(self.c_ctx, j)
+                        self.out_n_cand[k] = llama_get_sampled_logits_count_ith(self.c_ctx, j)
+                    else:
+                        self.out_rows[k] = llama_get_logits_ith(self.c_ctx, j)
                     self.out_core[k] = self.seqs[self.out_seq[k]].core
                     n_pick += 1
                 else:
@@ -779,8 +817,12 @@ cdef class Generator:
         return 0
 
     cdef void _sample_one(self, int32_t k) noexcept nogil:
-        cdef llama_token tok = sample_core(self.out_core[k], self.out_rows[k], self.out_probs[k],
-                                           &self.out_n_probs[k])
+        cdef llama_token tok
+        if self.out_cand[k] != NULL:
+            tok = sample_candidates(self.out_core[k], self.out_cand[k], self.out_rows[k], self.out_n_cand[k])
+            self.out_n_probs[k] = 0
+        else:
+            tok = sample_core(self.out_core[k], self.out_rows[k], self.out_probs[k], &self.out_n_probs[k])
         self.out_tok[k] = NOTHING_ALLOWED if tok == NO_LOGITS else tok
 
     # --- results (IOLoop thread) --------------------------------------------------------
@@ -813,9 +855,13 @@ cdef class Generator:
     def counters(self) -> dict:
         """Where the engine thread's time went since the loop was made: run() calls, steps,
         tokens decoded, and seconds inside run(), in llama_decode, waiting for the device, sampling, and waiting for the
-        IOLoop to take its results; and the throw-away tokens of ``pad_gaps``."""
+        IOLoop to take its results; the throw-away tokens of ``pad_gaps``; outputs sampled, of
+        which from device candidates, and the device chains' attach/detach switches; and the
+        decode graphs libllama reused (the batch kept its shape) rather than rebuilt."""
         c = self.tally
-        return {"runs": c.runs, "steps": c.steps, "tokens": c.tokens, "pad_tokens": c.pad_tokens, "run_seconds": c.run_s,
+        return {"graphs_reused": llama_perf_context(self.c_ctx).n_reused,
+                "device_switches": self.dev.switches if self.dev is not None else 0, "outputs": c.outputs,
+                "device_outputs": c.device_outputs, "runs": c.runs, "steps": c.steps, "tokens": c.tokens, "pad_tokens": c.pad_tokens, "run_seconds": c.run_s,
                 "decode_seconds": c.decode_s, "sync_seconds": c.sync_s, "sample_seconds": c.sample_s,
                 "wait_seconds": c.wait_s}
 

@@ -32,6 +32,8 @@ ctypedef struct SamplerCore:
     int32_t top_k            # with ``tail``: candidates selected from the adjusted row before ``tail``
     int32_t n_probs          # > 0: report the n_probs most likely tokens of the adjusted row
     float * scratch          # a row copy for n_probs on the chain path (n_vocab floats), or NULL
+    int32_t device_need      # candidates a device top-k must return for sample_candidates to be exact
+                             # (the request's top_k + the tokens its adjustments lower), or -1: never
 
 
 # sample_core's results below zero
@@ -40,6 +42,7 @@ cdef enum:
     NOTHING_ALLOWED = -2     # every candidate was ruled out (e.g. a completed grammar and no EOG)
 
 cdef llama_token sample_core(SamplerCore * c, float * logits, TokenProb * probs, int32_t * n_probs_out) noexcept nogil
+cdef llama_token sample_candidates(SamplerCore * c, const llama_token * ids, float * logits, int32_t n) noexcept nogil
 
 
 cdef class Sampler:

@@ -20,7 +20,7 @@ from cpython.bytes cimport PyBytes_AS_STRING
 from third_party.ggml.llama cimport *
 from llamacy.engine.model cimport Model, Vocab
 from llamacy.engine.context cimport Context
-from llamacy.engine.topk cimport TokenProb, argmax, select_top_k, top_n_probs
+from llamacy.engine.topk cimport TokenProb, argmax, select_top_k, select_top_k_of, top_n_probs
 
 import collections
 import logging
@@ -334,6 +334,42 @@ cdef llama_token sample_core(SamplerCore * c, float * logits, TokenProb * probs,
     return tok
 
 
+cdef llama_token sample_candidates(SamplerCore * c, const llama_token * ids, float * logits, int32_t n) noexcept nogil:
+    """``sample_core`` for a request whose ``device_need`` candidates came back from a device
+    top-k (``ids``/``logits``, n of them, in no order) instead of the whole row: the same
+    adjustments on the candidates (logit bias, penalties), then the argmax (greedy) or the
+    top_k best and the rest of the chain. The same token as ``sample_core`` on the full row:
+    the adjustments only lower logits, so the row's top_k after them are among its top
+    (top_k + the tokens they touch) before them, which ``device_need`` counts."""
+    cdef int32_t j, b, best
+    cdef llama_token tok
+    if logits == NULL or ids == NULL or n <= 0:
+        return NO_LOGITS
+    for b in range(c.n_bias):
+        for j in range(n):
+            if ids[j] == c.bias[b].token:
+                logits[j] += c.bias[b].bias
+                break
+    if c.pen != NULL:
+        for j in range(n):
+            if 0 <= ids[j] < c.n_vocab:
+                logits[j] = penalize(c.pen, ids[j], logits[j])
+    if c.fast_greedy:
+        best = 0
+        for j in range(1, n):
+            if logits[j] > logits[best] or (logits[j] == logits[best] and ids[j] < ids[best]):
+                best = j
+        if not isfinite(logits[best]):
+            return NOTHING_ALLOWED
+        tok = ids[best]
+    else:
+        if not _apply_tail(c, select_top_k_of(ids, logits, n, c.top_k, c.cur), &tok):
+            return NOTHING_ALLOWED
+    if c.pen != NULL:
+        penalty_accept(c.pen, tok)
+    return tok
+
+
 cdef llama_sampler * init_grammar(Vocab vocab, bytes grammar):
     """``llama_sampler_init_grammar`` with its parser's messages kept out of the server's
     output: the parser fprintf()s to stderr, bypassing ``llama_log_set``, so fd 2 is pointed at
@@ -440,6 +476,7 @@ cdef class Sampler:
         self.c.top_k = 0
         self.c.n_probs = 0
         self.c.scratch = NULL
+        self.c.device_need = -1
         self.c_dry = NULL
 
     def __init__(self, Model model, params: SamplingParams, *, bint top_k_path=True):
@@ -531,6 +568,18 @@ cdef class Sampler:
                 raise MemoryError()
         if params.penalty_prompt:
             self.accept_many(params.penalty_prompt)
+        self.c.device_need = -1
+        lowers_only = all(val is None or val <= 0 for _, val in params.logit_bias) and (
+            not params.has_penalties or (params.repeat_penalty >= 1.0 and params.frequency_penalty >= 0.0
+                                         and params.presence_penalty >= 0.0))
+        if (self.c.fast_greedy or self.c.tail != NULL) and self.c.n_probs == 0 and lowers_only:
+            self.c.device_need = ((1 if self.c.fast_greedy else self.c.top_k) + self.c.n_bias
+                                  + (max(int(params.repeat_last_n), 0) if params.has_penalties else 0))
+
+    @property
+    def device_need(self) -> int:
+        """How many device top-k candidates sampling needs to be exact (-1: the whole row)."""
+        return self.c.device_need
 
     cdef _build_top_k_path(self, uint32_t seed, size_t min_keep):
         """When the chain's first truncating sampler is top_k (the common chain, e.g. the spec's

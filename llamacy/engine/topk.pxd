@@ -94,6 +94,41 @@ cdef inline int32_t select_top_k(const float * logits, int32_t n, int32_t k, lla
     return k
 
 
+cdef inline int32_t select_top_k_of(const llama_token * ids, const float * logits, int32_t n, int32_t k,
+                                    llama_token_data * out) noexcept nogil:
+    """``select_top_k`` over ``n`` candidates given as (ids, logits) pairs instead of a row:
+    the ``k`` best into ``out[0:k]``, best first (ties: lower id first); returns how many."""
+    cdef int32_t i, m
+    cdef llama_token_data t
+    if k > n:
+        k = n
+    if k <= 0:
+        return 0
+    for i in range(k):
+        out[i].id = ids[i]
+        out[i].logit = logits[i]
+        out[i].p = 0.0
+    i = k // 2 - 1
+    while i >= 0:
+        _sift_down(out, k, i)
+        i -= 1
+    for i in range(k, n):
+        t.id = ids[i]
+        t.logit = logits[i]
+        t.p = 0.0
+        if _worse(&out[0], &t):
+            out[0] = t
+            _sift_down(out, k, 0)
+    m = k
+    while m > 1:
+        m -= 1
+        t = out[0]
+        out[0] = out[m]
+        out[m] = t
+        _sift_down(out, m, 0)
+    return k
+
+
 cdef inline int32_t top_n_probs(const float * logits, int32_t n_vocab, int32_t n, TokenProb * out) noexcept nogil:
     """The ``n`` most likely tokens of a row under a softmax over every finite logit, best first
     (ties: lower id first); returns how many."""

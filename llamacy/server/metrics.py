@@ -166,6 +166,14 @@ def _loop_families(c: dict):
                               value=c["runs"])
     yield CounterMetricFamily("llamacy:engine_pad_tokens", "Throw-away tokens of idle slots that kept a batch "
                               "one micro-batch (GPU).", value=c["pad_tokens"])
+    yield CounterMetricFamily("llamacy:engine_outputs", "Outputs sampled by the generation loop.",
+                              value=c["outputs"])
+    yield CounterMetricFamily("llamacy:engine_device_outputs", "Outputs sampled from candidates selected on the "
+                              "device (--backend-sampling).", value=c["device_outputs"])
+    yield CounterMetricFamily("llamacy:engine_device_switches", "Slots switched between device candidates and "
+                              "whole logits rows (each re-plans the decode graph).", value=c["device_switches"])
+    yield CounterMetricFamily("llamacy:engine_graphs_reused", "Decode graphs the engine reused instead of "
+                              "rebuilding (the batch kept its shape).", value=c["graphs_reused"])
     seconds = CounterMetricFamily("llamacy:engine_seconds", "Seconds of the engine thread in the generation loop, "
                                   "by part: run (all of it), decode (llama_decode), sync (waiting for the device), "
                                   "sample, wait (for the IOLoop to take results).", labels=["part"])

@@ -13,6 +13,11 @@ from llamacy.errors import InvalidRequestError, LlamacyError, UnavailableError
 
 log = logging.getLogger(__name__)
 
+# --backend-sampling: candidates selected on the device per output. Enough for the spec's default
+# chain (top_k 40 after repeat penalties over 64 tokens: 104, plus a few banned or lowered tokens);
+# a request needing more samples its whole row.
+DEVICE_TOP_K = 128
+
 
 @dataclass
 class SystemPrompt:
@@ -217,11 +222,14 @@ def load_engine(state: ServerState) -> None:
                             type_k=c.cache_type_k, type_v=c.cache_type_v)
     state.embed_ctx = embed_ctx
     projector = load_projector(c, model) if c.mmproj else None
+    gpu = bool(c.n_gpu_layers and backends.gpu_devices())
+    backend_sampling = c.backend_sampling == "on" or (c.backend_sampling == "auto" and gpu)
     state.scheduler = Scheduler(model, ctx, n_parallel=c.n_parallel, n_batch=c.n_batch, n_predict=c.n_predict,
                                 embed_ctx=embed_ctx, grp_attn_n=c.grp_attn_n, grp_attn_w=c.grp_attn_w,
                                 max_queued=c.queue_max, max_n_probs=c.max_n_probs, faults=state.faults,
                                 projector=projector,
-                                pad_gaps=bool(c.n_gpu_layers and backends.gpu_devices()) and projector is None)
+                                pad_gaps=gpu and projector is None,
+                                device_top_k=DEVICE_TOP_K if backend_sampling and projector is None else 0)
     if projector is not None:
         from llamacy.api.images import Vision
         state.vision = Vision(projector)

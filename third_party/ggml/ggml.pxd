@@ -1,6 +1,9 @@
 # Hand-written declarations of the parts of ggml.h / ggml-cpu.h that llamacy uses.
 # Extern'd from the real headers of the pinned engine (see PIN), so the C compiler checks them.
 
+from libc.stdint cimport int64_t
+
+
 cdef extern from "ggml.h" nogil:
     cdef enum ggml_type:
         GGML_TYPE_F32
@@ -20,6 +23,25 @@ cdef extern from "ggml.h" nogil:
         GGML_LOG_LEVEL_WARN
         GGML_LOG_LEVEL_ERROR
         GGML_LOG_LEVEL_CONT
+
+    # graph building, for samplers that run on the backend (llamacy.engine.device_sampling)
+    cdef struct ggml_context
+    cdef struct ggml_cgraph
+    cdef struct ggml_tensor:
+        ggml_type type
+        int64_t ne[4]
+        size_t nb[4]
+        ggml_tensor * view_src
+        size_t view_offs
+
+    ggml_tensor * ggml_top_k(ggml_context * ctx, ggml_tensor * a, int k)
+    ggml_tensor * ggml_get_rows(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b)
+    ggml_tensor * ggml_reshape_2d(ggml_context * ctx, ggml_tensor * a, int64_t ne0, int64_t ne1)
+    ggml_tensor * ggml_reshape_3d(ggml_context * ctx, ggml_tensor * a, int64_t ne0, int64_t ne1, int64_t ne2)
+    ggml_tensor * ggml_view_1d(ggml_context * ctx, ggml_tensor * a, int64_t ne0, size_t offset)
+    ggml_tensor * ggml_set_name(ggml_tensor * tensor, const char * name)
+    bint ggml_is_contiguous(const ggml_tensor * tensor)
+    int64_t ggml_nelements(const ggml_tensor * tensor)
 
     ctypedef void (*ggml_log_callback)(ggml_log_level level, const char * text, void * user_data) noexcept
     ctypedef bint (*ggml_abort_callback)(void * data) noexcept

@@ -3,7 +3,14 @@
 # header, the C compiler checks every name and type against the pinned engine (see PIN).
 
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from third_party.ggml.ggml cimport ggml_type, ggml_log_callback, ggml_numa_strategy, ggml_abort_callback
+from third_party.ggml.ggml cimport (ggml_type, ggml_log_callback, ggml_numa_strategy, ggml_abort_callback,
+                                    ggml_context, ggml_cgraph, ggml_tensor)
+
+
+cdef extern from "ggml-backend.h" nogil:
+    ctypedef struct ggml_backend_buffer_type:
+        pass
+    ctypedef ggml_backend_buffer_type * ggml_backend_buffer_type_t
 
 
 cdef extern from "llama.h" nogil:
@@ -125,6 +132,15 @@ cdef extern from "llama.h" nogil:
         const char * role
         const char * content
 
+    struct llama_sampler_data:
+        ggml_tensor * logits
+        ggml_tensor * probs
+        ggml_tensor * sampled
+        ggml_tensor * candidates
+
+    struct llama_perf_context_data:
+        int32_t n_reused
+
     # Custom samplers: llamacy fills the callbacks it needs and leaves the rest NULL.
     ctypedef void * llama_sampler_context_t
     struct llama_sampler
@@ -136,6 +152,14 @@ cdef extern from "llama.h" nogil:
         void (*reset)(llama_sampler * smpl) noexcept
         llama_sampler * (*clone)(const llama_sampler * smpl) noexcept
         void (*free)(llama_sampler * smpl) noexcept
+        # [EXPERIMENTAL] backend sampling: the sampler's ops built into the decode graph
+        bint (*backend_init)(llama_sampler * smpl, ggml_backend_buffer_type_t buft, uint32_t n_outputs_max_per_seq) noexcept
+        void (*backend_accept)(llama_sampler * smpl, ggml_context * ctx, ggml_cgraph * gf,
+                               ggml_tensor * selected_token) noexcept
+        void (*backend_apply)(llama_sampler * smpl, ggml_context * ctx, ggml_cgraph * gf,
+                              llama_sampler_data * data) noexcept
+        void (*backend_set_input)(llama_sampler * smpl) noexcept
+        void (*backend_reset)(llama_sampler * smpl) noexcept
 
     struct llama_sampler:
         llama_sampler_i * iface
@@ -227,6 +251,12 @@ cdef extern from "llama.h" nogil:
     int32_t llama_encode(llama_context * ctx, llama_batch batch)
     int32_t llama_decode(llama_context * ctx, llama_batch batch)
     float * llama_get_logits_ith(llama_context * ctx, int32_t i)
+    # [EXPERIMENTAL] backend sampling: what a sequence's backend sampler chain left for output i
+    bint llama_set_sampler(llama_context * ctx, llama_seq_id seq_id, llama_sampler * smpl)
+    float * llama_get_sampled_logits_ith(llama_context * ctx, int32_t i)
+    uint32_t llama_get_sampled_logits_count_ith(llama_context * ctx, int32_t i)
+    llama_token * llama_get_sampled_candidates_ith(llama_context * ctx, int32_t i)
+    llama_perf_context_data llama_perf_context(const llama_context * ctx)
     float * llama_get_embeddings_ith(llama_context * ctx, int32_t i)
     float * llama_get_embeddings_seq(llama_context * ctx, llama_seq_id seq_id)
 

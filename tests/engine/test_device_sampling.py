@@ -1,0 +1,75 @@
+"""The device top-k (engine.device_sampling) in the C generation loop: outputs sampled from the
+k candidates selected inside the decode graph give the tokens sampling the whole row gives, a
+request that needs more candidates than k samples its whole row (its chain detached), and what
+each request may use (Sampler.device_need)."""
+from __future__ import annotations
+
+import pytest
+
+from llamacy.engine.context import Context
+from llamacy.engine.device_sampling import DeviceTopK
+from llamacy.engine.generation import Generator
+from llamacy.engine.sampling import Sampler
+from llamacy.engine.sampling_params import SamplingParams
+
+from .conftest import N_THREADS
+from .helpers import PROMPT, greedy
+from .test_generation import run, tokens_by_seq
+
+PROMPTS = [PROMPT, "def fibonacci(n):", "Once upon a time", "one two three one two three"]
+SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, repeat_last_n=64)
+
+
+def generate(model, params, k):
+    ctx = Context(model, n_ctx=4 * 256, n_batch=512, n_seq_max=4, n_threads=N_THREADS)
+    dev = DeviceTopK(ctx, 4, k) if k else None
+    gen = Generator(ctx, 4, 512, model.vocab.pieces, model.vocab.eog_tokens(), device_top_k=dev)
+    for i, p in enumerate(params):
+        gen.add(i, Sampler(model, p), model.vocab.tokenize(PROMPTS[i]), 0, 256, 0, 20)
+    _, steps = run(gen)
+    return [tokens_by_seq(steps)[i] for i in range(len(params))], gen.counters, dev
+
+
+def test_device_need_counts_what_the_adjustments_can_push_down(model):
+    assert Sampler(model, greedy()).device_need == 1
+    assert Sampler(model, SamplingParams(temperature=0.0)).device_need == 1 + 64        # the default penalties
+    assert Sampler(model, SamplingParams(**SAMPLED)).device_need == 40 + 64
+    assert Sampler(model, SamplingParams(**SAMPLED, logit_bias=[(5, None), (6, -1.0)])).device_need == 40 + 64 + 2
+    assert Sampler(model, greedy(ignore_eos=True)).device_need == 1 + len(model.vocab.eog_tokens())
+    # the whole row: n_probs, a grammar, no top_k, a bias or penalty that raises logits
+    assert Sampler(model, greedy(n_probs=2)).device_need == -1
+    assert Sampler(model, greedy(grammar='root ::= "a"')).device_need == -1
+    assert Sampler(model, SamplingParams(temperature=0.8, top_k=0)).device_need == -1
+    assert Sampler(model, greedy(logit_bias=[(5, 1.0)])).device_need == -1
+    assert Sampler(model, greedy(repeat_penalty=0.9)).device_need == -1
+    assert Sampler(model, greedy(presence_penalty=-0.5)).device_need == -1
+
+
+def test_the_same_tokens_as_the_whole_row(model):
+    params = [greedy(), SamplingParams(temperature=0.0), SamplingParams(seed=11, **SAMPLED),
+              SamplingParams(seed=5, temperature=1.0, logit_bias=[(28, -3.0)])]
+    want, host, _ = generate(model, params, None)
+    got, counters, dev = generate(model, params, 128)
+    assert got == want
+    assert counters["outputs"] == host["outputs"] == 4 * 20
+    assert counters["device_outputs"] == 4 * 20 and host["device_outputs"] == 0
+    assert counters["device_switches"] == 0 and all(dev.attached(s) for s in range(4))
+
+
+def test_a_request_needing_more_than_k_samples_its_whole_row(model):
+    """k = 66: the greedy request with the default penalties (65) and the plain one (1) use the
+    device; the sampled ones (104, 105) need more, so their sequences' chains are detached."""
+    params = [SamplingParams(temperature=0.0), greedy(), SamplingParams(seed=11, **SAMPLED),
+              SamplingParams(seed=5, temperature=1.0, logit_bias=[(28, -3.0)])]
+    want, _, _ = generate(model, params, None)
+    got, counters, dev = generate(model, params, 66)
+    assert got == want
+    assert counters["device_outputs"] == 2 * 20
+    assert counters["device_switches"] == 2
+    assert [dev.attached(s) for s in range(4)] == [True, True, False, False]
+
+
+def test_k_must_be_positive(model):
+    ctx = Context(model, n_ctx=256, n_batch=64, n_seq_max=1, n_threads=N_THREADS)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        DeviceTopK(ctx, 1, 0)
