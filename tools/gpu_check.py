@@ -76,12 +76,22 @@ class Server:
             return json.loads(r.read())
 
     def complete(self) -> str:
-        req = urllib.request.Request(self.url + "/completion", data=json.dumps(GREEDY).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=300) as r:
-            body = json.loads(r.read())
+        body = self.post(GREEDY)
         assert body["tokens_predicted"] == GREEDY["n_predict"], body
         return body["content"]
+
+    def post(self, request: dict, path: str = "/completion") -> dict:
+        req = urllib.request.Request(self.url + path, data=json.dumps(request).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return json.loads(r.read())
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=60) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[-1])
+        return float("nan")
 
     def buffers(self) -> dict[str, float]:
         """MiB of model weights per buffer type, from the engine's load log."""
@@ -150,10 +160,14 @@ def main() -> int:
     ap.add_argument("--cpu-only", action="store_true", help="only the checks a machine without a GPU can run")
     ap.add_argument("--smoke", nargs=argparse.REMAINDER, default=None,
                     help="instead: serve once with these flags, one completion, the whole log printed")
+    ap.add_argument("--only", default=None, help="comma-separated names of the checks to run")
     a = ap.parse_args()
     if a.smoke is not None:
         return smoke(a.model, a.smoke)
     t = Table()
+    if a.only:
+        only, check = set(a.only.split(",")), t.check
+        t.check = lambda name, fn: check(name, fn) if name in only else None
     gpus: list[dict] = []
 
     def cuda_loaded():
@@ -274,6 +288,28 @@ def main() -> int:
         return bool(split) and bool(text), f"buffers {buf}; greedy output {'same as' if same else 'differs from'} 1 GPU"
 
     print("== gpu_check ==", flush=True)
+    def backend_sampling():
+        """Candidates from the device's top-k give what the whole row gives: greedy (with the
+        default penalties), seeded sampling (the bench's mix), and an n_probs request (whole row)."""
+        mix = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1}
+        bodies = [{"prompt": PROMPT, "n_predict": 48, "temperature": 0},
+                  {"prompt": PROMPT, "n_predict": 48, "seed": 7, **mix},
+                  {"prompt": "Once upon a time", "n_predict": 48, "seed": 8, "ignore_eos": True, **mix},
+                  {"prompt": PROMPT, "n_predict": 8, "temperature": 0, "n_probs": 2}]
+        out, device = {}, 0.0
+        for mode in ("--backend-sampling", "--no-backend-sampling"):
+            srv = Server(a.model, "-ngl", "99", "-np", "4", "--metrics", mode)
+            try:
+                out[mode] = [(b["content"], b["tokens_predicted"]) for b in map(srv.post, bodies)]
+                if mode == "--backend-sampling":
+                    device = srv.metric("llamacy:engine_device_outputs_total")
+            finally:
+                srv.stop()
+        same = out["--backend-sampling"] == out["--no-backend-sampling"]
+        n_dev = sum(n for _, n in out["--backend-sampling"][:3])
+        return same and device == n_dev, f"{'identical' if same else 'DIFFERENT'} results, {device:.0f} of " \
+                                          f"{n_dev + 8} outputs from device candidates (want {n_dev})"
+
     def vision():
         """An image through the projector with the model on the GPU, against the same on the CPU."""
         import base64
@@ -319,6 +355,7 @@ def main() -> int:
         t.check("ts-uneven", two_gpu(ts_uneven))
         t.check("sm-row", two_gpu(sm_row))
         t.check("vision", vision)
+        t.check("backend-sampling", backend_sampling)
     return t.summary()
 
 

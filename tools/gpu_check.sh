@@ -5,7 +5,8 @@
 # -ts, -sm none|layer|row, two GPUs vs one with the same greedy output, the same package serving
 # with no GPU visible), then tools/bench_server.py measures llamacy against llama-server and the
 # engine's limit on a random-weight 1.17B F16 model (GPU_BENCH=0 skips it; GPU_BENCH_CLIENTS
-# picks the client counts, default "1,8,32,64,128"; GPU_CHECKS=0 skips the checks' table).
+# picks the client counts, default "1,8,32,64,128"; GPU_CHECKS=0 skips the checks' table,
+# GPU_CHECK_ONLY=name,name runs only those checks; GPU_BENCH_ARGS go to bench_server.py).
 #
 #   bash tools/gpu_check.sh prepare    HERE, in the project's root: fills .gpu-check/ (git-ignored,
 #                                      ~15 MB): the pinned sdist's llama.cpp tree trimmed, the
@@ -113,7 +114,8 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
     log "smoke with -ngl 99: OK"
   fi
   if [ "${GPU_CHECKS:-1}" = 1 ]; then
-    $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" $CPU_ONLY > "$R/table.txt" 2>&1
+    $PY "$ROOT/tools/gpu_check.py" "$W/smol.gguf" $CPU_ONLY ${GPU_CHECK_ONLY:+--only "$GPU_CHECK_ONLY"} \
+      > "$R/table.txt" 2>&1
     log "gpu_check rc=$?"
   fi
   if [ -z "$CPU_ONLY" ] && [ "${GPU_BENCH:-1}" = 1 ]; then

@@ -105,12 +105,12 @@ rows_top_k_iface.backend_reset = _backend_reset
 
 
 cdef class DeviceTopK:
-    """The rows-top-k chains of one context's sequences (attached from the start)."""
+    """The rows-top-k chains of one context's sequences (``attach``: attached from the start)."""
 
     def __cinit__(self):
         self.chains = NULL
 
-    def __init__(self, Context ctx, int32_t n_seq, int32_t k):
+    def __init__(self, Context ctx, int32_t n_seq, int32_t k, bint attach=True):
         if k < 1:
             raise ValueError("k must be at least 1")
         ctx._check()
@@ -122,10 +122,12 @@ cdef class DeviceTopK:
         if self.chains == NULL:
             raise MemoryError()
         self.usable = True
-        for s in range(n_seq):
+        for s in range(n_seq if attach else min(n_seq, 1)):   # without: the first one, to learn if libllama takes them
             if not self.ensure(s, True):
                 self.usable = False
                 break
+        if not attach:
+            self.ensure(0, False)
         self.switches = 0
 
     def __dealloc__(self):

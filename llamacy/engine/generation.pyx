@@ -65,10 +65,17 @@ cdef enum:
     RING = 16             # step records between the loop and the IOLoop
     PARALLEL_MIN = 4      # outputs in a step from which sampling runs on several threads
     ROWS_PER_THREAD = 16  # outputs per sampling thread at least (a thread more costs more than 16 argmaxes)
+
     # a sequence's part in the step's batch
     P_NONE = 0
     P_TOKEN = 1           # its sampled token
     P_CHUNK = 2           # a chunk of its prompt
+
+# device top-k in "auto": on from this many outputs per step (a moving average), off below the
+# second. Measured on an H200: the device's top-k (a sort) costs about 0.3 ms a step whatever the
+# rows, so it pays only where it spares copying and scanning many whole rows.
+DEVICE_ON_AT = 48.0
+DEVICE_OFF_AT = 32.0
 
 ENTRY_TOKEN, ENTRY_PREFILL, ENTRY_SHIFT = E_TOKEN, E_PREFILL, E_SHIFT
 END_EOG, END_LIMIT, END_STOP, END_NOTHING = F_EOG, F_LIMIT, F_STOP, F_NOTHING
@@ -180,6 +187,11 @@ cdef class Generator:
     cdef llama_token ** out_cand  # an output's device top-k candidates (out_rows: their logits), or NULL
     cdef int32_t * out_n_cand
     cdef DeviceTopK dev           # the device top-k chains, or None (every output samples its whole row)
+    cdef bint dev_auto            # use them only while steps have many outputs (DEVICE_ON_AT / DEVICE_OFF_AT)
+    cdef bint dev_on
+    cdef double dev_load          # outputs per step, moving average
+    cdef double dev_on_at
+    cdef double dev_off_at
     cdef TokenProb ** out_probs      # each output's n_probs results, in probs_buf
     cdef TokenProb * probs_buf
     cdef int32_t * out_n_probs
@@ -221,7 +233,8 @@ cdef class Generator:
 
     def __init__(self, Context ctx, int32_t n_seq, int32_t n_batch, pieces, eog_tokens, *, int32_t ga_n=1,
                  int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1, bint pad_gaps=False,
-                 DeviceTopK device_top_k=None):
+                 DeviceTopK device_top_k=None, bint device_auto=False, double device_on_at=DEVICE_ON_AT,
+                 double device_off_at=DEVICE_OFF_AT):
         """``pad_gaps``: a batch over per-sequence KV streams is decoded as one micro-batch per
         run of consecutive sequence ids, so idle sequences between busy ones cost a pass over the
         weights each; with ``pad_gaps`` each such idle sequence gets one throw-away token (at
@@ -230,7 +243,9 @@ cdef class Generator:
         the loop also waits for the device right after each decode, timed apart ("sync").
         ``device_top_k``: the context's device top-k chains; an output of a request whose
         sampling can work on that many candidates (``Sampler.device_need``) is sampled from them,
-        the others from their whole row (their sequence's chain detached)."""
+        the others from their whole row (their sequence's chain detached). ``device_auto``: only
+        while the steps have many outputs (switching re-plans libllama's graph: rare, with
+        hysteresis: on from ``device_on_at`` outputs a step on average, off below ``device_off_at``)."""
         ctx._check()
         self.ctx = ctx
         self.c_ctx = ctx.c_ctx
@@ -257,6 +272,13 @@ cdef class Generator:
         self.out_cand = <llama_token **> calloc(n_seq, sizeof(void *))
         self.out_n_cand = <int32_t *> calloc(n_seq, sizeof(int32_t))
         self.dev = device_top_k
+        self.dev_auto = device_auto and device_top_k is not None
+        self.dev_on = device_top_k is not None and not device_auto
+        self.dev_load = 0.0
+        self.dev_on_at, self.dev_off_at = device_on_at, device_off_at
+        if self.dev_auto:
+            for i in range(n_seq):
+                self.dev.ensure(i, False)     # off until the load asks for it
         self.out_probs = <TokenProb **> malloc(n_seq * sizeof(void *))
         self.probs_buf = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
         self.out_n_probs = <int32_t *> malloc(n_seq * sizeof(int32_t))
@@ -607,6 +629,8 @@ cdef class Generator:
             rec.seconds = _now() - t0
             return rec.n_entries
         # 3. write the batch in sequence order, decode and sample
+        if self.dev_auto:
+            self._device_policy()
         self._write_batch(self.pad_gaps, n_planned)
         rec.n_tokens = n_planned
         self.tally.steps += 1
@@ -671,12 +695,34 @@ cdef class Generator:
                 self._add_token(0, p, s, False)
         self.tally.pad_tokens += self.n_pad
 
+    cdef void _device_policy(self) noexcept nogil:
+        """``device_auto``: follow the outputs per step; on switching, every sequence at once
+        (one re-plan of libllama's graph rather than one per arriving request)."""
+        cdef int32_t s, n = 0
+        cdef int st
+        cdef SamplerCore * core
+        for s in range(self.n_seq):
+            if self.plan_kind[s] == P_TOKEN or (self.plan_kind[s] == P_CHUNK and self.plan_out[s]):
+                n += 1
+        self.dev_load += (n - self.dev_load) / 16.0
+        if not self.dev_on and self.dev_load >= self.dev_on_at:
+            self.dev_on = True
+            for s in range(self.n_seq):
+                st = llamacy_load(&self.seqs[s].state)
+                core = self.seqs[s].core
+                self.dev.ensure(s, (st != SEQ_ACTIVE and st != SEQ_PREFILL) or
+                                (core != NULL and 0 <= core.device_need <= self.dev.k))
+        elif self.dev_on and self.dev_load < self.dev_off_at:
+            self.dev_on = False
+            for s in range(self.n_seq):
+                self.dev.ensure(s, False)
+
     cdef inline void _choose_rows(self, int32_t s) noexcept nogil:
         """Before the decode: ``s`` gets device candidates if its request can use them (its
         chain attached), else its whole logits row (detached). Each switch makes libllama
         re-plan its graph, so a sequence keeps its mode until a request needs the other."""
         cdef SamplerCore * core
-        if self.dev is not None:
+        if self.dev is not None and self.dev_on:
             core = self.seqs[s].core
             self.dev.ensure(s, core != NULL and 0 <= core.device_need <= self.dev.k)
 

@@ -224,12 +224,14 @@ def load_engine(state: ServerState) -> None:
     projector = load_projector(c, model) if c.mmproj else None
     gpu = bool(c.n_gpu_layers and backends.gpu_devices())
     backend_sampling = c.backend_sampling == "on" or (c.backend_sampling == "auto" and gpu)
+    # auto: on a GPU, and there only while the steps have many outputs (where it pays)
     state.scheduler = Scheduler(model, ctx, n_parallel=c.n_parallel, n_batch=c.n_batch, n_predict=c.n_predict,
                                 embed_ctx=embed_ctx, grp_attn_n=c.grp_attn_n, grp_attn_w=c.grp_attn_w,
                                 max_queued=c.queue_max, max_n_probs=c.max_n_probs, faults=state.faults,
                                 projector=projector,
                                 pad_gaps=gpu and projector is None,
-                                device_top_k=DEVICE_TOP_K if backend_sampling and projector is None else 0)
+                                device_top_k=DEVICE_TOP_K if backend_sampling and projector is None else 0,
+                                device_auto=c.backend_sampling == "auto")
     if projector is not None:
         from llamacy.api.images import Vision
         state.vision = Vision(projector)

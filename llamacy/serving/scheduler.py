@@ -75,7 +75,7 @@ class Scheduler(SlotOperations):
     def __init__(self, model: Model, ctx: Context, *, n_parallel: int, n_batch: int, n_predict: int = -1,
                  embed_ctx: Context | None = None, grp_attn_n: int = 1, grp_attn_w: int = 512,
                  max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None,
-                 projector=None, pad_gaps: bool = False, device_top_k: int = 0) -> None:
+                 projector=None, pad_gaps: bool = False, device_top_k: int = 0, device_auto: bool = False) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -106,11 +106,13 @@ class Scheduler(SlotOperations):
         self.t_publish_total = 0.0              # seconds the IOLoop spent publishing steps
         self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.pad_gaps = pad_gaps   # a GPU loop: idle gaps between busy slots cost tokens, keep them few
-        # device_top_k > 0: each output's best candidates are selected on the device (see Generator)
-        self.device_top_k = DeviceTopK(ctx, n_parallel, device_top_k) if device_top_k > 0 else None
+        # device_top_k > 0: each output's best candidates are selected on the device (see Generator);
+        # device_auto: only while the steps have many outputs
+        self.device_top_k = (DeviceTopK(ctx, n_parallel, device_top_k, attach=not device_auto)
+                             if device_top_k > 0 else None)
         self.gen = Generator(ctx, n_parallel, self.n_batch, self.pieces, self.vocab.eog_tokens(), ga_n=grp_attn_n,
                              ga_w=grp_attn_w, max_n_probs=max_n_probs, notify_fd=self._notify_fd, pad_gaps=pad_gaps,
-                             device_top_k=self.device_top_k)
+                             device_top_k=self.device_top_k, device_auto=device_auto)
         if faults is not None:
             self.gen.set_fault_hook(self._decode_fault)
         self.publisher = StepPublisher(self.slots, self.pieces, self.is_eog, self.stats, self._slot_done)

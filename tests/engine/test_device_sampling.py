@@ -73,3 +73,30 @@ def test_k_must_be_positive(model):
     ctx = Context(model, n_ctx=256, n_batch=64, n_seq_max=1, n_threads=N_THREADS)
     with pytest.raises(ValueError, match="k must be at least 1"):
         DeviceTopK(ctx, 1, 0)
+
+
+def test_auto_uses_the_device_only_while_steps_have_many_outputs(model):
+    """``device_auto``: on once the outputs per step average 3 (a moving average over about 16
+    steps), off below 1.5 — all four chains attached at once, then detached at once after three
+    of the requests end at 40 tokens and one goes on alone to 120."""
+    params = [SamplingParams(temperature=0.0), SamplingParams(seed=11, **SAMPLED), greedy(),
+              SamplingParams(seed=5, temperature=1.0)]
+    lengths = [120, 40, 40, 40]
+
+    def generate_auto(k):
+        ctx = Context(model, n_ctx=4 * 256, n_batch=512, n_seq_max=4, n_threads=N_THREADS)
+        dev = DeviceTopK(ctx, 4, k, attach=False) if k else None
+        gen = Generator(ctx, 4, 512, model.vocab.pieces, model.vocab.eog_tokens(), device_top_k=dev,
+                        device_auto=True, device_on_at=3.0, device_off_at=1.5)
+        for i, p in enumerate(params):
+            gen.add(i, Sampler(model, p), model.vocab.tokenize(PROMPTS[i]), 0, 256, 0, lengths[i])
+        _, steps = run(gen)
+        return [tokens_by_seq(steps)[i] for i in range(4)], gen.counters, dev
+
+    want, _, _ = generate_auto(None)
+    got, counters, dev = generate_auto(128)
+    assert got == want
+    assert counters["outputs"] == sum(lengths)
+    assert 0 < counters["device_outputs"] < counters["outputs"]
+    assert counters["device_switches"] == 8                     # four attached together, four detached
+    assert not any(dev.attached(s) for s in range(4))
