@@ -64,6 +64,8 @@ cdef enum:
     R_ERROR = 2
     RING = 16             # step records between the loop and the IOLoop
     PARALLEL_MIN = 4      # outputs in a step from which sampling runs on several threads
+    STREAM_MAX = 16       # stable shape: a prompt remainder up to this long goes in a token a step
+    SHAPE_BUCKET = 16     # stable shape: the batch covers sequences [0, a multiple of this)
     ROWS_PER_THREAD = 16  # outputs per sampling thread at least (a thread more costs more than 16 argmaxes)
 
     # a sequence's part in the step's batch
@@ -76,6 +78,9 @@ cdef enum:
 # rows, so it pays only where it spares copying and scanning many whole rows.
 DEVICE_ON_AT = 48.0
 DEVICE_OFF_AT = 32.0
+# stable shape (with pad_gaps): from this many outputs per step on average, off below the second
+STABLE_ON_AT = 24.0
+STABLE_OFF_AT = 16.0
 
 ENTRY_TOKEN, ENTRY_PREFILL, ENTRY_SHIFT = E_TOKEN, E_PREFILL, E_SHIFT
 END_EOG, END_LIMIT, END_STOP, END_NOTHING = F_EOG, F_LIMIT, F_STOP, F_NOTHING
@@ -189,7 +194,6 @@ cdef class Generator:
     cdef DeviceTopK dev           # the device top-k chains, or None (every output samples its whole row)
     cdef bint dev_auto            # use them only while steps have many outputs (DEVICE_ON_AT / DEVICE_OFF_AT)
     cdef bint dev_on
-    cdef double dev_load          # outputs per step, moving average
     cdef double dev_on_at
     cdef double dev_off_at
     cdef TokenProb ** out_probs      # each output's n_probs results, in probs_buf
@@ -206,6 +210,10 @@ cdef class Generator:
     cdef uint8_t * plan_out       # a chunk ending its prompt: its last token is sampled
     cdef bint pad_gaps            # fill gaps between those runs with a token of the idle sequence
     cdef bint sync_apart          # wait for the device right after llama_decode (timed as "sync")
+    cdef bint stable              # this step keeps the batch's shape (see __init__)
+    cdef double stable_on_at
+    cdef double stable_off_at
+    cdef double load              # outputs per step, moving average over about 16 steps
     cdef int32_t n_ctx_seq
     cdef int32_t * pad_seq
     cdef int32_t * pad_pos
@@ -234,13 +242,19 @@ cdef class Generator:
     def __init__(self, Context ctx, int32_t n_seq, int32_t n_batch, pieces, eog_tokens, *, int32_t ga_n=1,
                  int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1, bint pad_gaps=False,
                  DeviceTopK device_top_k=None, bint device_auto=False, double device_on_at=DEVICE_ON_AT,
-                 double device_off_at=DEVICE_OFF_AT):
+                 double device_off_at=DEVICE_OFF_AT, double stable_on_at=STABLE_ON_AT,
+                 double stable_off_at=STABLE_OFF_AT):
         """``pad_gaps``: a batch over per-sequence KV streams is decoded as one micro-batch per
         run of consecutive sequence ids, so idle sequences between busy ones cost a pass over the
         weights each; with ``pad_gaps`` each such idle sequence gets one throw-away token (at
         its next position, removed after the decode) to keep the batch one run. Worth it where
         a token costs far less than a pass (a GPU), not on a CPU; never with self-extend. With it
-        the loop also waits for the device right after each decode, timed apart ("sync").
+        the loop also waits for the device right after each decode, timed apart ("sync"), and
+        while the steps average ``stable_on_at`` outputs or more (until below ``stable_off_at``)
+        it keeps the batch's shape from step to step, so that libllama reuses its graph (a
+        rebuild costs ~10 ms of host time on a GPU): every sequence of [0, a multiple of 16)
+        gets a token — idle ones a throw-away one — every token is an output, and a prompt
+        remainder of up to 16 tokens goes in a token a step instead of a second micro-batch.
         ``device_top_k``: the context's device top-k chains; an output of a request whose
         sampling can work on that many candidates (``Sampler.device_need``) is sampled from them,
         the others from their whole row (their sequence's chain detached). ``device_auto``: only
@@ -274,7 +288,9 @@ cdef class Generator:
         self.dev = device_top_k
         self.dev_auto = device_auto and device_top_k is not None
         self.dev_on = device_top_k is not None and not device_auto
-        self.dev_load = 0.0
+        self.load = 0.0
+        self.stable = False
+        self.stable_on_at, self.stable_off_at = stable_on_at, stable_off_at
         self.dev_on_at, self.dev_off_at = device_on_at, device_off_at
         if self.dev_auto:
             for i in range(n_seq):
@@ -532,6 +548,7 @@ cdef class Generator:
         -1 when the decode failed."""
         cdef double t0 = _now()
         cdef int32_t s, pos, n, start, budget, k, n_discard
+        cdef bint streamed
         cdef int rc
         cdef GenSeq * q
         cdef GenSeq * best
@@ -584,7 +601,8 @@ cdef class Generator:
             best = NULL
             for s in range(self.n_seq):
                 q = &self.seqs[s]
-                if llamacy_load(&q.state) == SEQ_PREFILL and (best == NULL or q.order < best_order):
+                if (llamacy_load(&q.state) == SEQ_PREFILL and self.plan_kind[s] == P_NONE
+                        and (best == NULL or q.order < best_order)):
                     best, best_order, k = q, q.order, s
             if best == NULL:
                 break
@@ -597,6 +615,9 @@ cdef class Generator:
                 q.trim_from = -1
             start = q.n_prompt_done
             n = q.n_prompt - start
+            streamed = self.stable and n <= STREAM_MAX and self.ga_n == 1
+            if streamed:               # a token a step: the batch keeps its shape
+                n = 1
             if n > budget:
                 n = budget
             pos = start
@@ -623,12 +644,13 @@ cdef class Generator:
                     llamacy_store(&q.state, SEQ_ACTIVE)   # its first token is sampled below
                 else:
                     self._end(rec, s, F_PROMPT_ONLY, -1)
-            else:
+            elif not streamed:
                 break                  # the batch is full
         if n_planned == 0:
             rec.seconds = _now() - t0
             return rec.n_entries
         # 3. write the batch in sequence order, decode and sample
+        self._track_load()
         if self.dev_auto:
             self._device_policy()
         self._write_batch(self.pad_gaps, n_planned)
@@ -651,10 +673,12 @@ cdef class Generator:
     cdef void _write_batch(self, bint pad, int32_t n_planned) noexcept nogil:
         """The step's plan into the batch, sequence by sequence, and its outputs (``pad``: with
         a throw-away token for each idle sequence between the first and the last planned one
-        that has room for it, while the batch stays within n_batch)."""
+        that has room for it, while the batch stays within n_batch; in a stable step, for each
+        sequence without a token in [0, a multiple of SHAPE_BUCKET), every token an output)."""
         cdef int32_t s, k, first = -1, last = -1, p
         cdef int st
         cdef GenSeq * q
+        cdef bint stable = pad and self.stable
         self.batch.c_batch.n_tokens = 0
         self.n_out = 0
         self.n_pad = 0
@@ -663,6 +687,11 @@ cdef class Generator:
                 if first < 0:
                     first = s
                 last = s
+        if stable:
+            first = -1
+            last = (last // SHAPE_BUCKET + 1) * SHAPE_BUCKET
+            if last > self.n_seq:
+                last = self.n_seq
         for s in range(self.n_seq):
             q = &self.seqs[s]
             if self.plan_kind[s] == P_TOKEN:
@@ -675,7 +704,7 @@ cdef class Generator:
             elif self.plan_kind[s] == P_CHUNK:
                 for k in range(self.plan_n[s]):
                     self._add_token(q.prompt[self.plan_start[s] + k], self.plan_pos[s] + k, s,
-                                    self.plan_out[s] and k == self.plan_n[s] - 1)
+                                    (self.plan_out[s] and k == self.plan_n[s] - 1) or (stable and self.plan_n[s] == 1))
                 if self.plan_out[s]:
                     self._choose_rows(s)
                     self.out_seq[self.n_out] = s
@@ -684,7 +713,7 @@ cdef class Generator:
                     self.n_out += 1
             elif pad and first < s < last and n_planned + self.n_pad < self.n_batch:
                 st = llamacy_load(&q.state)
-                if st != SEQ_FREE and st != SEQ_DONE:
+                if st != SEQ_FREE and st != SEQ_DONE and not (stable and st == SEQ_PREFILL):
                     continue
                 p = llama_memory_seq_pos_max(self.c_mem, s) + 1
                 if p >= self.n_ctx_seq:
@@ -692,27 +721,37 @@ cdef class Generator:
                 self.pad_seq[self.n_pad] = s
                 self.pad_pos[self.n_pad] = p
                 self.n_pad += 1
-                self._add_token(0, p, s, False)
+                self._add_token(0, p, s, stable)
         self.tally.pad_tokens += self.n_pad
+
+    cdef void _track_load(self) noexcept nogil:
+        """The outputs per step (a moving average) and, with pad_gaps, whether the coming steps
+        keep a stable shape (decided for the next step's chunks: this one's are planned)."""
+        cdef int32_t s, n = 0
+        for s in range(self.n_seq):
+            if self.plan_kind[s] == P_TOKEN or (self.plan_kind[s] == P_CHUNK and self.plan_out[s]):
+                n += 1
+        self.load += (n - self.load) / 16.0
+        if self.pad_gaps:
+            if not self.stable and self.load >= self.stable_on_at:
+                self.stable = True
+            elif self.stable and self.load < self.stable_off_at:
+                self.stable = False
 
     cdef void _device_policy(self) noexcept nogil:
         """``device_auto``: follow the outputs per step; on switching, every sequence at once
         (one re-plan of libllama's graph rather than one per arriving request)."""
-        cdef int32_t s, n = 0
+        cdef int32_t s
         cdef int st
         cdef SamplerCore * core
-        for s in range(self.n_seq):
-            if self.plan_kind[s] == P_TOKEN or (self.plan_kind[s] == P_CHUNK and self.plan_out[s]):
-                n += 1
-        self.dev_load += (n - self.dev_load) / 16.0
-        if not self.dev_on and self.dev_load >= self.dev_on_at:
+        if not self.dev_on and self.load >= self.dev_on_at:
             self.dev_on = True
             for s in range(self.n_seq):
                 st = llamacy_load(&self.seqs[s].state)
                 core = self.seqs[s].core
                 self.dev.ensure(s, (st != SEQ_ACTIVE and st != SEQ_PREFILL) or
                                 (core != NULL and 0 <= core.device_need <= self.dev.k))
-        elif self.dev_on and self.dev_load < self.dev_off_at:
+        elif self.dev_on and self.load < self.dev_off_at:
             self.dev_on = False
             for s in range(self.n_seq):
                 self.dev.ensure(s, False)

@@ -1,0 +1,56 @@
+"""The stable batch shape of a padding (GPU) loop under load: every sequence of the bucket gets a
+token each step (idle ones a throw-away one), every token is an output, short prompt remainders
+go in a token a step — so libllama reuses its decode graph — and every request still gets the
+tokens of a plain loop, with the idle sequences' KV left as it was."""
+from __future__ import annotations
+
+from llamacy.engine.context import Context
+from llamacy.engine.generation import ENTRY_PREFILL, Generator
+from llamacy.engine.sampling import Sampler
+from llamacy.engine.sampling_params import SamplingParams
+
+from .conftest import N_THREADS
+from .helpers import greedy
+from .test_generation import run, tokens_by_seq
+
+LONG = ("The history of the city begins with a small settlement on the river, where traders met to exchange "
+        "salt, grain and cloth; over the centuries it grew into a busy market town with walls, a cathedral "
+        "and a university that drew students from across the continent. Today its old streets are full of "
+        "cafes, bookshops and small museums.")
+SHORT = ["def fibonacci(n):", "Once upon a time", "The capital of France is"]
+
+
+def generate(model, *, pad: bool, stable_on_at: float):
+    ctx = Context(model, n_ctx=4 * 256, n_batch=64, n_seq_max=4, n_threads=N_THREADS)
+    gen = Generator(ctx, 4, 64, model.vocab.pieces, model.vocab.eog_tokens(), pad_gaps=pad,
+                    stable_on_at=stable_on_at, stable_off_at=-1.0)
+    prompts = [model.vocab.tokenize(p) for p in [LONG, *SHORT]]
+    assert len(prompts[0]) > 64 + 1 and len(prompts[0]) - 64 <= 16 and all(len(p) <= 16 for p in prompts[1:])
+    params = [greedy(), SamplingParams(temperature=0.0), SamplingParams(seed=3, temperature=0.9),
+              SamplingParams(seed=4, temperature=0.7, top_k=20)]
+    lengths = [24, 8, 16, 12]     # sequences end at different steps: idle ones are padded
+    for i, p in enumerate(prompts):
+        gen.add(i, Sampler(model, params[i]), p, 0, 256, 0, lengths[i])
+    _, steps = run(gen)
+    prefill = {}
+    for *_, entries in steps:
+        for kind, seq, value, *_ in entries:
+            if kind == ENTRY_PREFILL:
+                prefill.setdefault(seq, []).append(value)
+    kv = [ctx.seq_pos_max(s) for s in range(4)]
+    return [tokens_by_seq(steps)[i] for i in range(4)], gen.counters, prefill, kv, prompts
+
+
+def test_a_stable_shape_gives_the_plain_loops_tokens(model):
+    want, plain, _, kv_want, prompts = generate(model, pad=False, stable_on_at=1e9)
+    got, counters, prefill, kv, _ = generate(model, pad=True, stable_on_at=0.0)
+    assert got == want
+    assert kv == kv_want                      # the throw-away tokens left no KV behind
+    # step 1 is the long prompt's first 64 tokens (the batch is full); then everything streams:
+    # its last tokens and the short prompts, a token a step
+    assert prefill[0] == [64] + [1] * (len(prompts[0]) - 64)
+    assert all(prefill[s] == [1] * len(prompts[s]) for s in (1, 2, 3))
+    assert counters["pad_tokens"] > 0
+    assert counters["steps"] > plain["steps"]           # prompts now take a step a token
+    # one shape from step 2 on: the graph of every later step is reused
+    assert counters["graphs_reused"] == counters["steps"] - 2
