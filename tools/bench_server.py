@@ -96,11 +96,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], log_path: Path | None = None) -> tuple[subprocess.Popen, int]:
+def start(cmd: list[str], log_path: Path | None = None, env: dict | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(port)], cwd=tempfile.gettempdir(),
-                            stdout=out, stderr=subprocess.STDOUT)
+                            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -243,8 +243,8 @@ def breakdown(before: dict, after: dict, result: dict) -> dict:
 
 
 def run_server(cmd: list[str], clients: list[int], workloads: list[str], n_predict: int,
-               log_path: Path | None = None, probe: bool = False) -> dict:
-    proc, port = start(cmd, log_path)
+               log_path: Path | None = None, probe: bool = False, env: dict | None = None) -> dict:
+    proc, port = start(cmd, log_path, env)
     out = {}
     try:
         warm, wd = requests_for("greedy", 4, 1, 8)
@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--llama-server-also", default=None, metavar="ARGS",
                     help="run llama-server a second time with these extra arguments (e.g. \"-bs\"): one more column")
     ap.add_argument("--llamacy-also", default=None, metavar="ARGS",
-                    help="run llamacy a second time with these extra arguments (e.g. \"--no-backend-sampling\")")
+                    help="run llamacy a second time with these extra arguments (e.g. \"--no-backend-sampling\"); "
+                         "leading NAME=VALUE words are its environment (e.g. \"LLAMACY_STABLE_ON_AT=inf\")")
     args = ap.parse_args(argv)
     logs = Path(args.log_dir) if args.log_dir else None
     if logs:
@@ -308,9 +309,14 @@ def main(argv: list[str] | None = None) -> int:
                                  logs / "llama-server-also.log" if logs else None), False))
     ours = run_server(ours_cmd, clients, workloads, args.n_predict, logs / "llamacy.log" if logs else None, probe=True)
     if args.llamacy_also:
+        words = shlex.split(args.llamacy_also)
+        env = {}
+        while words and "=" in words[0] and words[0].split("=")[0].isupper():
+            name, value = words.pop(0).split("=", 1)
+            env[name] = value
         extra.append((f"llamacy {args.llamacy_also}",
-                      run_server(ours_cmd + shlex.split(args.llamacy_also), clients, workloads, args.n_predict,
-                                 logs / "llamacy-also.log" if logs else None, probe=True), True))
+                      run_server(ours_cmd + words, clients, workloads, args.n_predict,
+                                 logs / "llamacy-also.log" if logs else None, probe=True, env=env), True))
     print(f"model {os.path.basename(model)}, {slots} slots x {args.ctx_per_slot} context, n_predict {args.n_predict} "
           f"(sampled: {args.n_predict // 2}-{args.n_predict * 2}), flash attention on, "
           f"{time.strftime('%Y-%m-%d')}")

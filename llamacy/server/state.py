@@ -169,6 +169,7 @@ def load_engine(state: ServerState) -> None:
     from llamacy.download import resolve_model
     from llamacy.models import default_model_path
     from llamacy.serving.scheduler import Scheduler
+    from llamacy.engine.generation import STABLE_ON_AT
     from llamacy.api.chat_template import resolve_chat_template
 
     c = state.config
@@ -231,7 +232,10 @@ def load_engine(state: ServerState) -> None:
                                 projector=projector,
                                 pad_gaps=gpu and projector is None,
                                 device_top_k=DEVICE_TOP_K if backend_sampling and projector is None else 0,
-                                device_auto=c.backend_sampling == "auto")
+                                device_auto=c.backend_sampling == "auto",
+                                # a GPU under load keeps its batch's shape from this many outputs a step on
+                                # average (a tuning knob for benchmarks; "inf": never)
+                                stable_on_at=float(os.environ.get("LLAMACY_STABLE_ON_AT", STABLE_ON_AT)))
     if projector is not None:
         from llamacy.api.images import Vision
         state.vision = Vision(projector)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from llamacy.engine.context import Batch, Context
 from llamacy.engine.device_sampling import DeviceTopK
-from llamacy.engine.generation import RUN_ERROR, Generator
+from llamacy.engine.generation import RUN_ERROR, STABLE_OFF_AT, STABLE_ON_AT, Generator
 from llamacy.engine.model import Model
 from llamacy.errors import InvalidRequestError, LlamacyError, NoKvSlotError, QueueFullError, UnavailableError
 from llamacy.serving.admission import choose_slot, start_request
@@ -75,7 +75,8 @@ class Scheduler(SlotOperations):
     def __init__(self, model: Model, ctx: Context, *, n_parallel: int, n_batch: int, n_predict: int = -1,
                  embed_ctx: Context | None = None, grp_attn_n: int = 1, grp_attn_w: int = 512,
                  max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None,
-                 projector=None, pad_gaps: bool = False, device_top_k: int = 0, device_auto: bool = False) -> None:
+                 projector=None, pad_gaps: bool = False, device_top_k: int = 0, device_auto: bool = False,
+                 stable_on_at: float = STABLE_ON_AT) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -112,7 +113,8 @@ class Scheduler(SlotOperations):
                              if device_top_k > 0 else None)
         self.gen = Generator(ctx, n_parallel, self.n_batch, self.pieces, self.vocab.eog_tokens(), ga_n=grp_attn_n,
                              ga_w=grp_attn_w, max_n_probs=max_n_probs, notify_fd=self._notify_fd, pad_gaps=pad_gaps,
-                             device_top_k=self.device_top_k, device_auto=device_auto)
+                             device_top_k=self.device_top_k, device_auto=device_auto,
+                             stable_on_at=stable_on_at, stable_off_at=min(STABLE_OFF_AT, stable_on_at))
         if faults is not None:
             self.gen.set_fault_hook(self._decode_fault)
         self.publisher = StepPublisher(self.slots, self.pieces, self.is_eog, self.stats, self._slot_done)
