@@ -17,7 +17,7 @@ Each step's results go into a ring of step records, and an eventfd wakes the IOL
 to every sampler it may use until the sequence is released, so Python can finish a request
 while the loop runs on.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memmove, memcmp
 from posix.unistd cimport write, usleep
@@ -867,23 +867,7 @@ cdef class Generator:
                 self.error_rc = rc
                 return rc
             t0 = _now()
-            n_pick = 0                 # the outputs inside this piece, resolved in order first
-            for k in range(self.n_out):
-                if start <= self.out_idx[k] < start + m:
-                    j = self.out_idx[k] - start
-                    self.out_cand[k] = NULL
-                    self.tally.outputs += 1
-                    if self.dev is not None and self.dev.chains[self.out_seq[k]] != NULL:
-                        self.tally.device_outputs += 1
-                        self.out_rows[k] = llama_get_sampled_logits_ith(self.c_ctx, j)
-                        self.out_cand[k] = llama_get_sampled_candidates_ith(self.c_ctx, j)
-                        self.out_n_cand[k] = llama_get_sampled_logits_count_ith(self.c_ctx, j)
-                    else:
-                        self.out_rows[k] = llama_get_logits_ith(self.c_ctx, j)
-                    self.out_core[k] = self.seqs[self.out_seq[k]].core
-                    n_pick += 1
-                else:
-                    self.out_core[k] = NULL
+            n_pick = self._resolve_rows(start, m)
             if n_pick >= PARALLEL_MIN:   # at most as many threads as the decode used: one OpenMP pool
                 n_threads = llama_n_threads(self.c_ctx)
                 if n_threads > (n_pick + ROWS_PER_THREAD - 1) // ROWS_PER_THREAD:
@@ -900,6 +884,52 @@ cdef class Generator:
             self.tally.sample_s += _now() - t0
             start += m
         return 0
+
+    cdef int32_t _resolve_rows(self, int32_t start, int32_t m) noexcept nogil:
+        """Point each output of the piece [start, start + m) just decoded at its logits row (or
+        its device candidates); returns how many. libllama keeps a decode's output rows in batch
+        order, n_vocab apart — raw logits and backend-sampled ones alike — so the rows are found
+        from one lookup of each kind (every per-row lookup waits for the device again)."""
+        cdef int32_t k, j = start, n_pick = 0, ordinal = 0, n_cand = 0
+        cdef int64_t stride = self.n_vocab
+        cdef float * raw = NULL
+        cdef float * dev_logits = NULL
+        cdef llama_token * dev_cand = NULL
+        cdef int8_t * flags = self.batch.c_batch.logits
+        for k in range(self.n_out):
+            if not (start <= self.out_idx[k] < start + m):
+                self.out_core[k] = NULL
+                continue
+            while j < self.out_idx[k]:   # outputs before this one in the piece
+                if flags[j]:
+                    ordinal += 1
+                j += 1
+            self.out_cand[k] = NULL
+            self.out_core[k] = self.seqs[self.out_seq[k]].core
+            self.tally.outputs += 1
+            n_pick += 1
+            if self.dev is not None and self.dev.chains[self.out_seq[k]] != NULL:
+                self.tally.device_outputs += 1
+                if dev_logits == NULL:
+                    dev_logits = llama_get_sampled_logits_ith(self.c_ctx, self.out_idx[k] - start)
+                    dev_cand = llama_get_sampled_candidates_ith(self.c_ctx, self.out_idx[k] - start)
+                    n_cand = llama_get_sampled_logits_count_ith(self.c_ctx, self.out_idx[k] - start)
+                    if dev_logits == NULL or dev_cand == NULL:
+                        self.out_rows[k] = NULL
+                        continue
+                    dev_logits -= ordinal * stride
+                    dev_cand -= ordinal * stride
+                self.out_rows[k] = dev_logits + ordinal * stride
+                self.out_cand[k] = dev_cand + ordinal * stride
+                self.out_n_cand[k] = n_cand
+            else:
+                if raw == NULL:
+                    raw = llama_get_logits(self.c_ctx)
+                    if raw == NULL:
+                        self.out_rows[k] = NULL
+                        continue
+                self.out_rows[k] = raw + ordinal * stride
+        return n_pick
 
     cdef void _sample_one(self, int32_t k) noexcept nogil:
         cdef llama_token tok

@@ -251,6 +251,7 @@ cdef extern from "llama.h" nogil:
     int32_t llama_encode(llama_context * ctx, llama_batch batch)
     int32_t llama_decode(llama_context * ctx, llama_batch batch)
     float * llama_get_logits_ith(llama_context * ctx, int32_t i)
+    float * llama_get_logits(llama_context * ctx)
     # [EXPERIMENTAL] backend sampling: what a sequence's backend sampler chain left for output i
     bint llama_set_sampler(llama_context * ctx, llama_seq_id seq_id, llama_sampler * smpl)
     float * llama_get_sampled_logits_ith(llama_context * ctx, int32_t i)
