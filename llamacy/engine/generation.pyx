@@ -974,7 +974,8 @@ cdef class Generator:
         which from device candidates, and the device chains' attach/detach switches; and the
         decode graphs libllama reused (the batch kept its shape) rather than rebuilt."""
         c = self.tally
-        return {"graphs_reused": llama_perf_context(self.c_ctx).n_reused,
+        reused = llama_perf_context(self.ctx.c_ctx).n_reused if self.ctx.c_ctx != NULL else 0   # NULL: closed
+        return {"graphs_reused": reused,
                 "device_switches": self.dev.switches if self.dev is not None else 0, "outputs": c.outputs,
                 "device_outputs": c.device_outputs, "runs": c.runs, "steps": c.steps, "tokens": c.tokens, "pad_tokens": c.pad_tokens, "run_seconds": c.run_s,
                 "decode_seconds": c.decode_s, "sync_seconds": c.sync_s, "sample_seconds": c.sample_s,
