@@ -230,7 +230,9 @@ def load_engine(state: ServerState) -> None:
                                 embed_ctx=embed_ctx, grp_attn_n=c.grp_attn_n, grp_attn_w=c.grp_attn_w,
                                 max_queued=c.queue_max, max_n_probs=c.max_n_probs, faults=state.faults,
                                 projector=projector,
-                                pad_gaps=gpu and projector is None,
+                                # throw-away tokens are removed after the step: not from a recurrent
+                                # state, which cannot drop a token
+                                pad_gaps=gpu and projector is None and not model.has_recurrent_state,
                                 device_top_k=DEVICE_TOP_K if backend_sampling and projector is None else 0,
                                 device_auto=c.backend_sampling == "auto",
                                 # a GPU under load keeps its batch's shape from this many outputs a step on
