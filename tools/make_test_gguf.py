@@ -103,6 +103,53 @@ def make(out: str, source: str, fim: tuple[int, ...] | None, n_embd: int = 32, n
     writer.close()
 
 
+def make_mamba(out: str, source: str, n_embd: int = 32, n_layer: int = 1, d_state: int = 8, d_conv: int = 4,
+               dt_rank: int = 4, seed: int = 0) -> None:
+    """A tiny Mamba (a recurrent state per sequence instead of a KV cache): for what must behave
+    differently when the memory cannot drop the end of a sequence."""
+    import gguf
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(out, "mamba")
+    n_vocab = copy_tokenizer(reader, writer)
+    d_inner = 2 * n_embd            # the only expansion factor libllama takes
+    writer.add_context_length(2048)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(0)
+    writer.add_head_count(0)
+    writer.add_head_count_kv(0)
+    writer.add_ssm_conv_kernel(d_conv)
+    writer.add_ssm_inner_size(d_inner)
+    writer.add_ssm_state_size(d_state)
+    writer.add_ssm_time_step_rank(dt_rank)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int, scale: float = 0.05) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        writer.add_tensor(b + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        writer.add_tensor(b + "ssm_in.weight", weights(2 * d_inner, n_embd))
+        writer.add_tensor(b + "ssm_conv1d.weight", weights(d_inner, d_conv, scale=0.3))
+        writer.add_tensor(b + "ssm_conv1d.bias", np.zeros(d_inner, dtype=np.float32))
+        writer.add_tensor(b + "ssm_x.weight", weights(dt_rank + 2 * d_state, d_inner))
+        writer.add_tensor(b + "ssm_dt.weight", weights(d_inner, dt_rank))
+        writer.add_tensor(b + "ssm_dt.bias", np.full(d_inner, -2.0, dtype=np.float32))
+        writer.add_tensor(b + "ssm_a", -np.exp(weights(d_inner, d_state, scale=0.5)))   # A = -exp(A_log)
+        writer.add_tensor(b + "ssm_d", np.ones(d_inner, dtype=np.float32))
+        writer.add_tensor(b + "ssm_out.weight", weights(n_embd, d_inner))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 VISION_IMAGE_SIZE, VISION_PATCH = 32, 8     # 16 image tokens per image
 
 
@@ -259,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lora-for", metavar="MODEL", help="write a random LoRA adapter for this model instead")
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--reranker", action="store_true", help="write a tiny Qwen3-style reranker (pooling rank)")
+    ap.add_argument("--mamba", action="store_true", help="write a tiny Mamba (recurrent state, no KV cache)")
     ap.add_argument("--rerank-template", help="with --reranker: a rerank prompt template with {query}, {document}")
     args = ap.parse_args(argv)
     if args.lora_for:
@@ -272,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rerank-template goes with --reranker")
     if args.reranker:
         make_reranker(args.out, source, args.rerank_template)
+        return 0
+    if args.mamba:
+        make_mamba(args.out, source)
         return 0
     fim = tuple(int(x) for x in args.fim.split(",")) if args.fim else None
     if fim is not None and len(fim) not in (3, 5):

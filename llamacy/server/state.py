@@ -169,7 +169,6 @@ def load_engine(state: ServerState) -> None:
     from llamacy.download import resolve_model
     from llamacy.models import default_model_path
     from llamacy.serving.scheduler import Scheduler
-    from llamacy.engine.generation import STABLE_ON_AT
     from llamacy.api.chat_template import resolve_chat_template
 
     c = state.config
@@ -224,20 +223,12 @@ def load_engine(state: ServerState) -> None:
     state.embed_ctx = embed_ctx
     projector = load_projector(c, model) if c.mmproj else None
     gpu = bool(c.n_gpu_layers and backends.gpu_devices())
-    backend_sampling = c.backend_sampling == "on" or (c.backend_sampling == "auto" and gpu)
-    # auto: on a GPU, and there only while the steps have many outputs (where it pays)
     state.scheduler = Scheduler(model, ctx, n_parallel=c.n_parallel, n_batch=c.n_batch, n_predict=c.n_predict,
                                 embed_ctx=embed_ctx, grp_attn_n=c.grp_attn_n, grp_attn_w=c.grp_attn_w,
                                 max_queued=c.queue_max, max_n_probs=c.max_n_probs, faults=state.faults,
                                 projector=projector,
-                                # throw-away tokens are removed after the step: not from a recurrent
-                                # state, which cannot drop a token
-                                pad_gaps=gpu and projector is None and not model.has_recurrent_state,
-                                device_top_k=DEVICE_TOP_K if backend_sampling and projector is None else 0,
-                                device_auto=c.backend_sampling == "auto",
-                                # a GPU under load keeps its batch's shape from this many outputs a step on
-                                # average (a tuning knob for benchmarks; "inf": never)
-                                stable_on_at=float(os.environ.get("LLAMACY_STABLE_ON_AT", STABLE_ON_AT)))
+                                **loop_options(c, gpu=gpu, recurrent=model.has_recurrent_state,
+                                               projector=projector is not None))
     if projector is not None:
         from llamacy.api.images import Vision
         state.vision = Vision(projector)
@@ -245,6 +236,21 @@ def load_engine(state: ServerState) -> None:
         state.set_system_prompt(read_system_prompt_file(c.system_prompt_file))
     log.info("model loaded: %s (%s, n_ctx %d, %d slots of %d)", os.path.basename(path), model.desc, ctx.n_ctx,
              c.n_parallel, ctx.n_ctx // c.n_parallel)
+
+
+def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool) -> dict:
+    """How the generation loop uses the device (Scheduler keywords). On a GPU it pads idle slots
+    with throw-away tokens (removed after the step: not from a recurrent state, which cannot drop
+    a token; not with a projector, whose images are evaluated between runs) and keeps a stable
+    batch shape under load from LLAMACY_STABLE_ON_AT outputs a step (a benchmark knob; "inf":
+    never). Backend sampling: --backend-sampling always, auto only with a GPU and only while the
+    steps have many outputs (where it pays), never with a projector."""
+    from llamacy.engine.generation import STABLE_ON_AT
+    backend_sampling = c.backend_sampling == "on" or (c.backend_sampling == "auto" and gpu)
+    return {"pad_gaps": gpu and not projector and not recurrent,
+            "device_top_k": DEVICE_TOP_K if backend_sampling and not projector else 0,
+            "device_auto": c.backend_sampling == "auto",
+            "stable_on_at": float(os.environ.get("LLAMACY_STABLE_ON_AT", STABLE_ON_AT))}
 
 
 def load_projector(c: ServerConfig, model):
