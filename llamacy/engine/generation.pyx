@@ -12,6 +12,7 @@ repeats steps until it runs out of work or Python asks it to pause:
   whether each sequence goes on: end of generation, n_predict reached, a stop string completed
   (matched on bytes; the text layer cuts the text), nothing allowed, cancelled.
 
+What a step decodes is planned by ``step_plan.StepPlanner`` (its C types: ``loop_types.pxd``).
 Each step's results go into a ring of step records, and an eventfd wakes the IOLoop, which
 ``drain()``s them in bulk and turns token ids into text and events. The loop holds a reference
 to every sampler it may use until the sequence is released, so Python can finish a request
@@ -21,57 +22,26 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memmove, memcmp
 from posix.unistd cimport write, usleep
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cython.parallel cimport prange
 
 from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context, Batch
 from llamacy.engine.sampling cimport Sampler, SamplerCore, sample_core, sample_candidates, NO_LOGITS, NOTHING_ALLOWED
 from llamacy.engine.device_sampling cimport DeviceTopK
+from llamacy.engine.loop_types cimport *
+from llamacy.engine.step_plan cimport StepPlanner
 from llamacy.engine.topk cimport TokenProb
 
 from llamacy.errors import DecodeError, LlamacyError
 
-cdef extern from *:
-    """
-    static inline int llamacy_load(const int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void llamacy_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    """
-    int llamacy_load(const int * p) nogil
-    void llamacy_store(int * p, int v) nogil
-
 cdef enum:
-    # sequence states
-    SEQ_FREE = 0
-    SEQ_PREFILL = 1       # prompt tokens still to decode
-    SEQ_ACTIVE = 2        # generating: ``token`` sampled, to be decoded next step
-    SEQ_DONE = 3          # ended; kept until Python releases it
-    # step record entries
-    E_TOKEN = 0           # (seq, sampled token, token decoded this step or -1, end flags, probs)
-    E_PREFILL = 1         # (seq, prompt tokens decoded this step)
-    E_SHIFT = 2           # (seq, tokens discarded by a context shift after the first n_keep)
-    # end flags of a TOKEN entry (0: the sequence goes on)
-    F_EOG = 1
-    F_LIMIT = 2
-    F_STOP = 4
-    F_NOTHING = 8         # nothing allowed (a completed grammar with EOG banned): no token
-    F_CANCELLED = 16      # no token
-    F_CONTEXT = 32        # self-extend keeps every token: the context is full (no token)
-    F_PROMPT_ONLY = 64    # n_predict 0: the prompt was evaluated, nothing sampled (no token)
     # run() results
     R_PAUSED = 0
     R_IDLE = 1
     R_ERROR = 2
     RING = 16             # step records between the loop and the IOLoop
     PARALLEL_MIN = 4      # outputs in a step from which sampling runs on several threads
-    STREAM_MAX = 16       # stable shape: a prompt remainder up to this long goes in a token a step
-    SHAPE_BUCKET = 16     # stable shape: the batch covers sequences [0, a multiple of this)
     ROWS_PER_THREAD = 16  # outputs per sampling thread at least (a thread more costs more than 16 argmaxes)
-
-    # a sequence's part in the step's batch
-    P_NONE = 0
-    P_TOKEN = 1           # its sampled token
-    P_CHUNK = 2           # a chunk of its prompt
 
 # device top-k in "auto": on from this many outputs per step (a moving average), off below the
 # second. Measured on an H200: the device's top-k (a sort) costs about 0.3 ms a step whatever the
@@ -86,75 +56,6 @@ ENTRY_TOKEN, ENTRY_PREFILL, ENTRY_SHIFT = E_TOKEN, E_PREFILL, E_SHIFT
 END_EOG, END_LIMIT, END_STOP, END_NOTHING = F_EOG, F_LIMIT, F_STOP, F_NOTHING
 END_CANCELLED, END_CONTEXT, END_PROMPT_ONLY = F_CANCELLED, F_CONTEXT, F_PROMPT_ONLY
 RUN_PAUSED, RUN_IDLE, RUN_ERROR = R_PAUSED, R_IDLE, R_ERROR
-
-
-ctypedef struct GenSeq:
-    int state
-    int cancelled
-    int32_t epoch             # bumped by every add(): entries of an earlier request are dropped
-    int32_t trim_from         # >= 0: drop the KV from this position on before the first prompt chunk
-    SamplerCore * core        # borrowed: Generator._samplers holds the Sampler
-    llama_token * prompt      # owned copy of the prompt
-    int32_t n_prompt
-    int32_t n_prompt_done     # prompt tokens in the KV (starts at the cached prefix)
-    int64_t order             # FIFO rank among prompts
-    llama_token token         # ACTIVE: the sampled token to decode next
-    int32_t n_past            # tokens in the KV (positions, without self-extend)
-    int32_t n_ctx
-    int32_t n_keep
-    int64_t n_left            # tokens it may still produce (< 0: no limit)
-    bint want_sample          # sample at the prompt's end (n_predict != 0)
-    int32_t ga_i              # self-extend: start of the next window to group
-    int32_t n_past_se         # self-extend: the next (grouped) position
-    char * stops              # owned: the stop strings' bytes, one after another
-    int32_t * stop_len
-    int32_t n_stops
-    int32_t max_stop
-    char * win                # the last max_stop - 1 bytes of the text, then the new piece
-    int32_t win_len
-
-
-ctypedef struct Entry:
-    int32_t kind
-    int32_t seq
-    int32_t epoch             # the sequence's epoch when the entry was written
-    int32_t value             # TOKEN: the sampled token; PREFILL: tokens decoded; SHIFT: tokens discarded
-    int32_t decoded           # TOKEN: the token decoded this step (-1: the step decoded its prompt's end)
-    int32_t flags
-    int32_t probs_at
-    int32_t n_probs
-
-
-ctypedef struct LoopCounters:
-    int64_t runs              # run() calls (each pause for the IOLoop ends one)
-    int64_t steps
-    int64_t tokens            # tokens in the steps' batches
-    double run_s              # inside run()
-    int64_t pad_tokens        # tokens of idle sequences put in gaps (pad_gaps)
-    int64_t outputs           # outputs sampled
-    int64_t device_outputs    # of which from device top-k candidates
-    double decode_s           # in llama_decode (on a GPU: building and launching the graph)
-    double sync_s             # waiting for the device to finish the step (llama_synchronize)
-    double sample_s           # sampling the outputs
-    double wait_s             # waiting for the IOLoop to drain the ring (it fell RING steps behind)
-
-
-ctypedef struct StepRecord:
-    Entry * entries
-    int32_t n_entries
-    TokenProb * probs
-    int32_t n_probs_used
-    double seconds
-    int32_t n_prompt          # prompt tokens decoded
-    int32_t n_generated       # tokens sampled
-    int32_t n_tokens          # tokens in the step's batch
-    int32_t split_view        # > 0: no KV room for the whole batch, decoded in pieces of at most this
-
-
-cdef double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 cdef class Generator:
@@ -181,43 +82,18 @@ cdef class Generator:
     cdef int tail                 # records drained (consumer: the IOLoop)
     cdef int pause_flag
     cdef int notify_fd
+    cdef StepPlanner plan          # what each step decodes (and its outputs: plan.out_*)
     # one step's outputs
-    cdef int32_t n_out
-    cdef int32_t * out_seq
-    cdef int32_t * out_idx
-    cdef int32_t * out_decoded
     cdef llama_token * out_tok
     cdef SamplerCore ** out_core
     cdef float ** out_rows
     cdef llama_token ** out_cand  # an output's device top-k candidates (out_rows: their logits), or NULL
     cdef int32_t * out_n_cand
     cdef DeviceTopK dev           # the device top-k chains, or None (every output samples its whole row)
-    cdef bint dev_auto            # use them only while steps have many outputs (DEVICE_ON_AT / DEVICE_OFF_AT)
-    cdef bint dev_on
-    cdef double dev_on_at
-    cdef double dev_off_at
     cdef TokenProb ** out_probs      # each output's n_probs results, in probs_buf
     cdef TokenProb * probs_buf
     cdef int32_t * out_n_probs
-    cdef int32_t * in_step        # sequences with tokens in the step's batch (for a failed step)
-    cdef int32_t n_in_step
-    # the step's plan per sequence, written into the batch in sequence order (libllama splits a
-    # batch over per-sequence KV streams into one micro-batch per run of consecutive sequence ids)
-    cdef int32_t * plan_kind
-    cdef int32_t * plan_pos
-    cdef int32_t * plan_start
-    cdef int32_t * plan_n
-    cdef uint8_t * plan_out       # a chunk ending its prompt: its last token is sampled
-    cdef bint pad_gaps            # fill gaps between those runs with a token of the idle sequence
     cdef bint sync_apart          # wait for the device right after llama_decode (timed as "sync")
-    cdef bint stable              # this step keeps the batch's shape (see __init__)
-    cdef double stable_on_at
-    cdef double stable_off_at
-    cdef double load              # outputs per step, moving average over about 16 steps
-    cdef int32_t n_ctx_seq
-    cdef int32_t * pad_seq
-    cdef int32_t * pad_pos
-    cdef int32_t n_pad
     # a failed step
     cdef int error_rc
     cdef object error
@@ -244,22 +120,11 @@ cdef class Generator:
                  DeviceTopK device_top_k=None, bint device_auto=False, double device_on_at=DEVICE_ON_AT,
                  double device_off_at=DEVICE_OFF_AT, double stable_on_at=STABLE_ON_AT,
                  double stable_off_at=STABLE_OFF_AT):
-        """``pad_gaps``: a batch over per-sequence KV streams is decoded as one micro-batch per
-        run of consecutive sequence ids, so idle sequences between busy ones cost a pass over the
-        weights each; with ``pad_gaps`` each such idle sequence gets one throw-away token (at
-        its next position, removed after the decode) to keep the batch one run. Worth it where
-        a token costs far less than a pass (a GPU), not on a CPU; never with self-extend. With it
-        the loop also waits for the device right after each decode, timed apart ("sync"), and
-        while the steps average ``stable_on_at`` outputs or more (until below ``stable_off_at``)
-        it keeps the batch's shape from step to step, so that libllama reuses its graph (a
-        rebuild costs ~10 ms of host time on a GPU): every sequence of [0, a multiple of 16)
-        gets a token — idle ones a throw-away one — every token is an output, and a prompt
-        remainder of up to 16 tokens goes in a token a step instead of a second micro-batch.
-        ``device_top_k``: the context's device top-k chains; an output of a request whose
-        sampling can work on that many candidates (``Sampler.device_need``) is sampled from them,
-        the others from their whole row (their sequence's chain detached). ``device_auto``: only
-        while the steps have many outputs (switching re-plans libllama's graph: rare, with
-        hysteresis: on from ``device_on_at`` outputs a step on average, off below ``device_off_at``)."""
+        """``pad_gaps`` (a GPU): throw-away tokens for idle sequences and, under load, a stable
+        batch shape; ``device_top_k``/``device_auto``: outputs sampled from candidates selected on
+        the device — both decided per step by ``step_plan.StepPlanner`` (its docstring says how),
+        with the thresholds given here. With ``pad_gaps`` the loop also waits for the device
+        right after each decode, timed apart ("sync")."""
         ctx._check()
         self.ctx = ctx
         self.c_ctx = ctx.c_ctx
@@ -277,47 +142,20 @@ cdef class Generator:
         self.piece_ptr = <const char **> malloc(self.n_vocab * sizeof(void *))
         self.piece_len = <int32_t *> malloc(self.n_vocab * sizeof(int32_t))
         self.is_eog = <uint8_t *> calloc(self.n_vocab, 1)
-        self.out_seq = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.out_idx = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.out_decoded = <int32_t *> malloc(n_seq * sizeof(int32_t))
         self.out_tok = <llama_token *> malloc(n_seq * sizeof(llama_token))
         self.out_core = <SamplerCore **> malloc(n_seq * sizeof(void *))
         self.out_rows = <float **> malloc(n_seq * sizeof(void *))
         self.out_cand = <llama_token **> calloc(n_seq, sizeof(void *))
         self.out_n_cand = <int32_t *> calloc(n_seq, sizeof(int32_t))
         self.dev = device_top_k
-        self.dev_auto = device_auto and device_top_k is not None
-        self.dev_on = device_top_k is not None and not device_auto
-        self.load = 0.0
-        self.stable = False
-        self.stable_on_at, self.stable_off_at = stable_on_at, stable_off_at
-        self.dev_on_at, self.dev_off_at = device_on_at, device_off_at
-        if self.dev_auto:
-            for i in range(n_seq):
-                self.dev.ensure(i, False)     # off until the load asks for it
         self.out_probs = <TokenProb **> malloc(n_seq * sizeof(void *))
         self.probs_buf = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
         self.out_n_probs = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.in_step = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.plan_kind = <int32_t *> calloc(n_seq, sizeof(int32_t))
-        self.plan_pos = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.plan_start = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.plan_n = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.plan_out = <uint8_t *> calloc(n_seq, 1)
-        self.pad_seq = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.pad_pos = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.pad_gaps = pad_gaps and ga_n == 1
         self.sync_apart = pad_gaps    # a GPU: its work is timed apart (on a CPU llama_decode is the work)
-        self.n_ctx_seq = ctx.n_ctx_seq
-        self.n_pad = 0
-        if (self.plan_kind == NULL or self.plan_pos == NULL or self.plan_start == NULL or self.plan_n == NULL
-                or self.plan_out == NULL or self.pad_seq == NULL or self.pad_pos == NULL):
-            raise MemoryError()
         if (self.seqs == NULL or self.piece_ptr == NULL or self.piece_len == NULL or self.is_eog == NULL
-                or self.out_seq == NULL or self.out_idx == NULL or self.out_decoded == NULL or self.out_tok == NULL
-                or self.out_core == NULL or self.out_rows == NULL or self.out_probs == NULL
-                or self.out_n_probs == NULL or self.in_step == NULL or self.probs_buf == NULL
-                or self.out_cand == NULL or self.out_n_cand == NULL):
+                or self.out_tok == NULL or self.out_core == NULL or self.out_rows == NULL or self.out_probs == NULL
+                or self.out_n_probs == NULL or self.probs_buf == NULL or self.out_cand == NULL
+                or self.out_n_cand == NULL):
             raise MemoryError()
         for i in range(n_seq):
             self.out_probs[i] = &self.probs_buf[i * self.max_n_probs]
@@ -332,10 +170,14 @@ cdef class Generator:
         for t in eog_tokens:
             self.is_eog[t] = 1
         for i in range(RING):
-            self.ring[i].entries = <Entry *> malloc(3 * n_seq * sizeof(Entry))
+            self.ring[i].entries = <Entry *> malloc(ENTRIES_PER_SEQ * n_seq * sizeof(Entry))
             self.ring[i].probs = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
             if self.ring[i].entries == NULL or self.ring[i].probs == NULL:
                 raise MemoryError()
+        self.plan = StepPlanner(ctx, self.batch, n_seq, n_batch, ga_n=ga_n, ga_w=ga_w, pad_gaps=pad_gaps,
+                                stable_on_at=stable_on_at, stable_off_at=stable_off_at, device_top_k=device_top_k,
+                                device_auto=device_auto, device_on_at=device_on_at, device_off_at=device_off_at)
+        self.plan.bind(self.seqs, &self.tally)
         self.fault_hook = None
         self.has_fault_hook = False
 
@@ -348,9 +190,6 @@ cdef class Generator:
         free(self.piece_ptr)
         free(self.piece_len)
         free(self.is_eog)
-        free(self.out_seq)
-        free(self.out_idx)
-        free(self.out_decoded)
         free(self.out_tok)
         free(self.out_cand)
         free(self.out_n_cand)
@@ -359,14 +198,6 @@ cdef class Generator:
         free(self.out_probs)
         free(self.probs_buf)
         free(self.out_n_probs)
-        free(self.in_step)
-        free(self.plan_kind)
-        free(self.plan_pos)
-        free(self.plan_start)
-        free(self.plan_n)
-        free(self.plan_out)
-        free(self.pad_seq)
-        free(self.pad_pos)
         for i in range(RING):
             free(self.ring[i].entries)
             free(self.ring[i].probs)
@@ -476,7 +307,7 @@ cdef class Generator:
         exc = self.error
         if exc is None:
             exc = DecodeError(f"llama_decode failed with code {self.error_rc}", self.error_rc)
-        return exc, [self.in_step[i] for i in range(self.n_in_step)]
+        return exc, [self.plan.in_step[i] for i in range(self.plan.n_in_step)]
 
     cdef int _check_seq(self, int32_t seq) except -1:
         if not 0 <= seq < self.n_seq:
@@ -502,19 +333,19 @@ cdef class Generator:
         cdef uint64_t one = 1
         cdef int n
         cdef StepRecord * rec
-        cdef double t0, mark = _now(), now
+        cdef double t0, mark = now(), t1
         self.tally.runs += 1
         while True:
             if self.head - llamacy_load(&self.tail) >= RING:   # the IOLoop is behind: wait for it
-                t0 = _now()
+                t0 = now()
                 while self.head - llamacy_load(&self.tail) >= RING:
                     usleep(50)
-                self.tally.wait_s += _now() - t0
+                self.tally.wait_s += now() - t0
             rec = &self.ring[self.head % RING]
             n = self._step(rec)
-            now = _now()
-            self.tally.run_s += now - mark      # counted as it goes: a long run shows in /metrics
-            mark = now
+            t1 = now()
+            self.tally.run_s += t1 - mark       # counted as it goes: a long run shows in /metrics
+            mark = t1
             if n < 0:
                 return R_ERROR
             if n == 0:
@@ -525,34 +356,12 @@ cdef class Generator:
             if llamacy_load(&self.pause_flag):   # checked after a step: every run makes progress
                 return R_PAUSED
 
-    cdef inline Entry * _entry(self, StepRecord * rec, int32_t kind, int32_t seq, int32_t value, int32_t decoded,
-                               int32_t flags) noexcept nogil:
-        cdef Entry * e = &rec.entries[rec.n_entries]
-        rec.n_entries += 1
-        e.kind, e.seq, e.value, e.decoded, e.flags, e.probs_at, e.n_probs = kind, seq, value, decoded, flags, 0, 0
-        e.epoch = self.seqs[seq].epoch
-        return e
-
-    cdef inline void _add_token(self, llama_token tok, int32_t pos, int32_t seq, bint logits) noexcept nogil:
-        cdef llama_batch * b = &self.batch.c_batch
-        cdef int32_t i = b.n_tokens
-        b.token[i] = tok
-        b.pos[i] = pos
-        b.n_seq_id[i] = 1
-        b.seq_id[i][0] = seq
-        b.logits[i] = logits
-        b.n_tokens = i + 1
-
     cdef int _step(self, StepRecord * rec) noexcept nogil:
         """One step; returns the number of entries written, 0 when there was nothing to do,
         -1 when the decode failed."""
-        cdef double t0 = _now()
-        cdef int32_t s, pos, n, start, budget, k, n_discard
-        cdef bint streamed
+        cdef double t0 = now()
+        cdef int32_t k, n_planned
         cdef int rc
-        cdef GenSeq * q
-        cdef GenSeq * best
-        cdef int64_t best_order
         rec.n_entries = 0
         rec.n_probs_used = 0
         rec.n_prompt = 0
@@ -560,222 +369,35 @@ cdef class Generator:
         rec.split_view = 0
         rec.n_tokens = 0
         self.batch.c_batch.n_tokens = 0
-        self.n_out = 0
-        self.n_in_step = 0
-        self.n_pad = 0
-        cdef int32_t n_planned = 0
-        for s in range(self.n_seq):
-            self.plan_kind[s] = P_NONE
-        # 1. one token for every generating sequence
-        for s in range(self.n_seq):
-            q = &self.seqs[s]
-            if llamacy_load(&q.state) != SEQ_ACTIVE:
-                continue
-            if llamacy_load(&q.cancelled):
-                self._end(rec, s, F_CANCELLED, -1)
-                continue
-            if q.n_past + 1 > q.n_ctx:
-                if self.ga_n > 1:      # self-extend keeps every token: the context is simply full
-                    self._end(rec, s, F_CONTEXT, -1)
-                    continue
-                n_discard = (q.n_past - q.n_keep) // 2
-                if n_discard < 1:
-                    n_discard = 1
-                llama_memory_seq_rm(self.c_mem, s, q.n_keep, q.n_keep + n_discard)
-                llama_memory_seq_add(self.c_mem, s, q.n_keep + n_discard, q.n_past, -n_discard)
-                q.n_past -= n_discard
-                self._entry(rec, E_SHIFT, s, n_discard, -1, 0)
-            if self.ga_n > 1:
-                pos = self._self_extend(q, s)
-                q.n_past_se += 1
-            else:
-                pos = q.n_past
-            self.plan_kind[s] = P_TOKEN
-            self.plan_pos[s] = pos
-            n_planned += 1
-            self.in_step[self.n_in_step] = s
-            self.n_in_step += 1
-        # 2. prompt chunks, first come first served, up to n_batch tokens in all
-        budget = self.n_batch - n_planned
-        while budget > 0:
-            best = NULL
-            for s in range(self.n_seq):
-                q = &self.seqs[s]
-                if (llamacy_load(&q.state) == SEQ_PREFILL and self.plan_kind[s] == P_NONE
-                        and (best == NULL or q.order < best_order)):
-                    best, best_order, k = q, q.order, s
-            if best == NULL:
-                break
-            q, s = best, k
-            if llamacy_load(&q.cancelled):
-                self._end(rec, s, F_CANCELLED, -1)
-                continue
-            if q.trim_from >= 0:       # added while the loop ran: the KV tail goes here, on this thread
-                llama_memory_seq_rm(self.c_mem, s, q.trim_from, -1)
-                q.trim_from = -1
-            start = q.n_prompt_done
-            n = q.n_prompt - start
-            streamed = self.stable and n <= STREAM_MAX and self.ga_n == 1
-            if streamed:               # a token a step: the batch keeps its shape
-                n = 1
-            if n > budget:
-                n = budget
-            pos = start
-            if self.ga_n > 1:          # self-extend: never cross a window edge inside one batch
-                pos = self._self_extend(q, s)
-                if n > q.ga_i + self.ga_w - pos:
-                    n = q.ga_i + self.ga_w - pos
-                q.n_past_se += n
-            self.plan_kind[s] = P_CHUNK
-            self.plan_pos[s] = pos
-            self.plan_start[s] = start
-            self.plan_n[s] = n
-            self.plan_out[s] = q.want_sample and start + n == q.n_prompt
-            n_planned += n
-            self.in_step[self.n_in_step] = s
-            self.n_in_step += 1
-            self._entry(rec, E_PREFILL, s, n, -1, 0)
-            q.n_prompt_done += n
-            q.n_past += n
-            budget -= n
-            rec.n_prompt += n
-            if q.n_prompt_done == q.n_prompt:
-                if q.want_sample:
-                    llamacy_store(&q.state, SEQ_ACTIVE)   # its first token is sampled below
-                else:
-                    self._end(rec, s, F_PROMPT_ONLY, -1)
-            elif not streamed:
-                break                  # the batch is full
+        # 1. what the step decodes, written into the batch in sequence order
+        n_planned = self.plan.plan(rec)
         if n_planned == 0:
-            rec.seconds = _now() - t0
+            rec.seconds = now() - t0
             return rec.n_entries
-        # 3. write the batch in sequence order, decode and sample
-        self._track_load()
-        if self.dev_auto:
-            self._device_policy()
-        self._write_batch(self.pad_gaps, n_planned)
+        self.plan.write_batch(self.plan.pad_gaps, n_planned)
         rec.n_tokens = n_planned
         self.tally.steps += 1
         self.tally.tokens += n_planned
+        # 2. decode and sample
         rc = self._decode_and_sample(rec)
-        for k in range(self.n_pad):    # the throw-away tokens leave the idle sequences' KV as it was
-            llama_memory_seq_rm(self.c_mem, self.pad_seq[k], self.pad_pos[k], -1)
+        self.plan.remove_pads()
         if rc != 0:
-            for k in range(self.n_in_step):
-                llamacy_store(&self.seqs[self.in_step[k]].state, SEQ_DONE)
+            for k in range(self.plan.n_in_step):
+                llamacy_store(&self.seqs[self.plan.in_step[k]].state, SEQ_DONE)
             return -1
-        # 4. what each sequence does next
-        for k in range(self.n_out):
+        # 3. what each sequence does next
+        for k in range(self.plan.n_out):
             self._advance(rec, k)
-        rec.seconds = _now() - t0
+        rec.seconds = now() - t0
         return rec.n_entries
 
-    cdef void _write_batch(self, bint pad, int32_t n_planned) noexcept nogil:
-        """The step's plan into the batch, sequence by sequence, and its outputs (``pad``: with
-        a throw-away token for each idle sequence between the first and the last planned one
-        that has room for it, while the batch stays within n_batch; in a stable step, for each
-        sequence without a token in [0, a multiple of SHAPE_BUCKET), every token an output)."""
-        cdef int32_t s, k, first = -1, last = -1, p
-        cdef int st
-        cdef GenSeq * q
-        cdef bint stable = pad and self.stable
-        self.batch.c_batch.n_tokens = 0
-        self.n_out = 0
-        self.n_pad = 0
-        for s in range(self.n_seq):
-            if self.plan_kind[s] != P_NONE:
-                if first < 0:
-                    first = s
-                last = s
-        if stable:
-            first = -1
-            last = (last // SHAPE_BUCKET + 1) * SHAPE_BUCKET
-            if last > self.n_seq:
-                last = self.n_seq
-        for s in range(self.n_seq):
-            q = &self.seqs[s]
-            if self.plan_kind[s] == P_TOKEN:
-                self._choose_rows(s)
-                self.out_seq[self.n_out] = s
-                self.out_idx[self.n_out] = self.batch.c_batch.n_tokens
-                self.out_decoded[self.n_out] = q.token
-                self.n_out += 1
-                self._add_token(q.token, self.plan_pos[s], s, True)
-            elif self.plan_kind[s] == P_CHUNK:
-                for k in range(self.plan_n[s]):
-                    self._add_token(q.prompt[self.plan_start[s] + k], self.plan_pos[s] + k, s,
-                                    (self.plan_out[s] and k == self.plan_n[s] - 1) or (stable and self.plan_n[s] == 1))
-                if self.plan_out[s]:
-                    self._choose_rows(s)
-                    self.out_seq[self.n_out] = s
-                    self.out_idx[self.n_out] = self.batch.c_batch.n_tokens - 1
-                    self.out_decoded[self.n_out] = -1
-                    self.n_out += 1
-            elif pad and first < s < last and n_planned + self.n_pad < self.n_batch:
-                st = llamacy_load(&q.state)
-                if st != SEQ_FREE and st != SEQ_DONE and not (stable and st == SEQ_PREFILL):
-                    continue
-                p = llama_memory_seq_pos_max(self.c_mem, s) + 1
-                if p >= self.n_ctx_seq:
-                    continue
-                self.pad_seq[self.n_pad] = s
-                self.pad_pos[self.n_pad] = p
-                self.n_pad += 1
-                self._add_token(0, p, s, stable)
-        self.tally.pad_tokens += self.n_pad
-
-    cdef void _track_load(self) noexcept nogil:
-        """The outputs per step (a moving average) and, with pad_gaps, whether the coming steps
-        keep a stable shape (decided for the next step's chunks: this one's are planned)."""
-        cdef int32_t s, n = 0
-        for s in range(self.n_seq):
-            if self.plan_kind[s] == P_TOKEN or (self.plan_kind[s] == P_CHUNK and self.plan_out[s]):
-                n += 1
-        self.load += (n - self.load) / 16.0
-        if self.pad_gaps:
-            if not self.stable and self.load >= self.stable_on_at:
-                self.stable = True
-            elif self.stable and self.load < self.stable_off_at:
-                self.stable = False
-
-    cdef void _device_policy(self) noexcept nogil:
-        """``device_auto``: follow the outputs per step; on switching, every sequence at once
-        (one re-plan of libllama's graph rather than one per arriving request)."""
-        cdef int32_t s
-        cdef int st
-        cdef SamplerCore * core
-        if not self.dev_on and self.load >= self.dev_on_at:
-            self.dev_on = True
-            for s in range(self.n_seq):
-                st = llamacy_load(&self.seqs[s].state)
-                core = self.seqs[s].core
-                self.dev.ensure(s, (st != SEQ_ACTIVE and st != SEQ_PREFILL) or
-                                (core != NULL and 0 <= core.device_need <= self.dev.k))
-        elif self.dev_on and self.load < self.dev_off_at:
-            self.dev_on = False
-            for s in range(self.n_seq):
-                self.dev.ensure(s, False)
-
-    cdef inline void _choose_rows(self, int32_t s) noexcept nogil:
-        """Before the decode: ``s`` gets device candidates if its request can use them (its
-        chain attached), else its whole logits row (detached). Each switch makes libllama
-        re-plan its graph, so a sequence keeps its mode until a request needs the other."""
-        cdef SamplerCore * core
-        if self.dev is not None and self.dev_on:
-            core = self.seqs[s].core
-            self.dev.ensure(s, core != NULL and 0 <= core.device_need <= self.dev.k)
-
-    cdef void _end(self, StepRecord * rec, int32_t s, int32_t flags, int32_t decoded) noexcept nogil:
-        self._entry(rec, E_TOKEN, s, -1, decoded, flags)
-        llamacy_store(&self.seqs[s].state, SEQ_DONE)
-
     cdef void _advance(self, StepRecord * rec, int32_t k) noexcept nogil:
-        cdef int32_t s = self.out_seq[k]
+        cdef int32_t s = self.plan.out_seq[k]
         cdef GenSeq * q = &self.seqs[s]
         cdef llama_token tok = self.out_tok[k]
         cdef int32_t flags = 0
         cdef Entry * e
-        if self.out_decoded[k] >= 0:
+        if self.plan.out_decoded[k] >= 0:
             q.n_past += 1              # the token sampled last step is now in the KV
         if tok < 0:
             flags = F_NOTHING
@@ -790,7 +412,7 @@ cdef class Generator:
                         flags |= F_LIMIT
                 if q.n_stops and _stop_completed(q, self.piece_ptr[tok], self.piece_len[tok]):
                     flags |= F_STOP
-        e = self._entry(rec, E_TOKEN, s, tok, self.out_decoded[k], flags)
+        e = add_entry(rec, self.seqs, E_TOKEN, s, tok, self.plan.out_decoded[k], flags)
         if self.out_n_probs[k] > 0:
             e.probs_at = rec.n_probs_used
             e.n_probs = self.out_n_probs[k]
@@ -800,21 +422,6 @@ cdef class Generator:
             llamacy_store(&q.state, SEQ_DONE)
         else:
             q.token = tok
-
-    cdef int32_t _self_extend(self, GenSeq * q, int32_t s) noexcept nogil:
-        """Group the oldest window of positions by ga_n once the sequence passes ga_i + ga_w
-        (the KV position divide of self-extend); returns the next position."""
-        cdef int32_t n = self.ga_n, w = self.ga_w, ib, bd, dd
-        while q.n_past_se >= q.ga_i + w:
-            ib = (n * q.ga_i) // w
-            bd = (w // n) * (n - 1)
-            dd = (w // n) - ib * bd - w
-            llama_memory_seq_add(self.c_mem, s, q.ga_i, q.n_past_se, ib * bd)
-            llama_memory_seq_div(self.c_mem, s, q.ga_i + ib * bd, q.ga_i + ib * bd + w, n)
-            llama_memory_seq_add(self.c_mem, s, q.ga_i + ib * bd + w, q.n_past_se + ib * bd, dd)
-            q.n_past_se -= bd
-            q.ga_i += w // n
-        return q.n_past_se
 
     cdef int _decode(self, int32_t start, int32_t n) noexcept nogil:
         cdef llama_batch view = self.batch.c_batch
@@ -847,18 +454,18 @@ cdef class Generator:
         cdef double t0
         while start < n:
             m = view if view < n - start else n - start
-            t0 = _now()
+            t0 = now()
             rc = self._decode(start, m)
-            self.tally.decode_s += _now() - t0
-            if rc == 1 and self.n_pad > 0 and start == 0:   # no room with the padding: without it
-                self._write_batch(False, 0)
+            self.tally.decode_s += now() - t0
+            if rc == 1 and self.plan.n_pad > 0 and start == 0:   # no room with the padding: without it
+                self.plan.write_batch(False, 0)
                 n = self.batch.c_batch.n_tokens
                 view = n
                 continue
             if rc == 0 and self.sync_apart:
-                t0 = _now()
+                t0 = now()
                 llama_synchronize(self.c_ctx)
-                self.tally.sync_s += _now() - t0
+                self.tally.sync_s += now() - t0
             if rc == 1 and m > 1:
                 view = m // 2
                 rec.split_view = view
@@ -866,7 +473,7 @@ cdef class Generator:
             if rc != 0:
                 self.error_rc = rc
                 return rc
-            t0 = _now()
+            t0 = now()
             n_pick = self._resolve_rows(start, m)
             if n_pick >= PARALLEL_MIN:   # at most as many threads as the decode used: one OpenMP pool
                 n_threads = llama_n_threads(self.c_ctx)
@@ -874,14 +481,14 @@ cdef class Generator:
                     n_threads = (n_pick + ROWS_PER_THREAD - 1) // ROWS_PER_THREAD
                 if n_threads < 2:
                     n_threads = 2
-                for k in prange(self.n_out, schedule="static", num_threads=n_threads):
+                for k in prange(self.plan.n_out, schedule="static", num_threads=n_threads):
                     if self.out_core[k] != NULL:
                         self._sample_one(k)
             elif n_pick > 0:
-                for k in range(self.n_out):
+                for k in range(self.plan.n_out):
                     if self.out_core[k] != NULL:
                         self._sample_one(k)
-            self.tally.sample_s += _now() - t0
+            self.tally.sample_s += now() - t0
             start += m
         return 0
 
@@ -896,24 +503,26 @@ cdef class Generator:
         cdef float * dev_logits = NULL
         cdef llama_token * dev_cand = NULL
         cdef int8_t * flags = self.batch.c_batch.logits
-        for k in range(self.n_out):
-            if not (start <= self.out_idx[k] < start + m):
+        cdef int32_t * out_idx = self.plan.out_idx
+        cdef int32_t * out_seq = self.plan.out_seq
+        for k in range(self.plan.n_out):
+            if not (start <= out_idx[k] < start + m):
                 self.out_core[k] = NULL
                 continue
-            while j < self.out_idx[k]:   # outputs before this one in the piece
+            while j < out_idx[k]:   # outputs before this one in the piece
                 if flags[j]:
                     ordinal += 1
                 j += 1
             self.out_cand[k] = NULL
-            self.out_core[k] = self.seqs[self.out_seq[k]].core
+            self.out_core[k] = self.seqs[out_seq[k]].core
             self.tally.outputs += 1
             n_pick += 1
-            if self.dev is not None and self.dev.chains[self.out_seq[k]] != NULL:
+            if self.dev is not None and self.dev.chains[out_seq[k]] != NULL:
                 self.tally.device_outputs += 1
                 if dev_logits == NULL:
-                    dev_logits = llama_get_sampled_logits_ith(self.c_ctx, self.out_idx[k] - start)
-                    dev_cand = llama_get_sampled_candidates_ith(self.c_ctx, self.out_idx[k] - start)
-                    n_cand = llama_get_sampled_logits_count_ith(self.c_ctx, self.out_idx[k] - start)
+                    dev_logits = llama_get_sampled_logits_ith(self.c_ctx, out_idx[k] - start)
+                    dev_cand = llama_get_sampled_candidates_ith(self.c_ctx, out_idx[k] - start)
+                    n_cand = llama_get_sampled_logits_count_ith(self.c_ctx, out_idx[k] - start)
                     if dev_logits == NULL or dev_cand == NULL:
                         self.out_rows[k] = NULL
                         continue
