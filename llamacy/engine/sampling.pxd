@@ -1,22 +1,7 @@
 from libc.stdint cimport int32_t, uint32_t
 from third_party.ggml.llama cimport llama_sampler, llama_token, llama_logit_bias, llama_token_data
 from llamacy.engine.topk cimport TokenProb
-
-
-ctypedef struct PenaltyState:
-    int32_t n_vocab
-    int32_t last_n
-    float repeat
-    float freq
-    float present
-    bint penalize_nl
-    llama_token nl
-    llama_token * ring
-    int32_t ring_size
-    int32_t ring_head
-    int32_t * counts
-    uint32_t * stamp
-    uint32_t round
+from llamacy.engine.custom_samplers cimport PenaltyState
 
 
 ctypedef struct SamplerCore:

@@ -1,9 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Sampling: a llama_sampler chain per request, custom samplers, and one-call batched sampling.
-
-libllama has no sampler for three of the spec's options, so they are written here as custom
-``llama_sampler_i`` implementations: tail-free sampling (``tfs_z``), and repetition penalties
-that can spare the newline token (``penalize_nl``) and be primed with ``penalty_prompt``.
+"""Sampling: a llama_sampler chain per request (libllama's samplers and the custom ones of
+``custom_samplers``), and one-call batched sampling.
 
 The hot path is ``sample_batch``: every generating slot of a step sampled in one call with the
 GIL released. Greedy requests (temperature <= 0, or top_k == 1) without a grammar take a fast
@@ -21,6 +18,9 @@ from third_party.ggml.llama cimport *
 from llamacy.engine.model cimport Model, Vocab
 from llamacy.engine.context cimport Context
 from llamacy.engine.topk cimport TokenProb, argmax, select_top_k, select_top_k_of, top_n_probs
+from llamacy.engine.custom_samplers cimport (PenaltyState, penalty_new, penalty_accept, penalize,
+                                             penalty_apply_row, penalties_apply_array, new_penalties_sampler,
+                                             new_tfs_sampler)
 
 import collections
 import logging
@@ -31,229 +31,9 @@ import threading
 
 from llamacy.errors import GrammarError, InvalidRequestError, LlamacyError
 from llamacy.engine.sampling_params import SamplingParams, SAMPLER_NAMES
+from llamacy.engine.custom_samplers import tail_free_reference_apply   # noqa: F401 (for tests)
 
 _log = logging.getLogger("llamacy.engine.grammar")
-
-
-# --- repetition penalties (custom sampler) -------------------------------------------
-
-cdef PenaltyState * penalty_new(int32_t n_vocab, int32_t last_n, float repeat, float freq, float present,
-                                bint penalize_nl, llama_token nl) noexcept nogil:
-    cdef PenaltyState * s = <PenaltyState *> calloc(1, sizeof(PenaltyState))
-    if s == NULL:
-        return NULL
-    s.n_vocab = n_vocab
-    s.last_n = last_n
-    s.repeat = repeat
-    s.freq = freq
-    s.present = present
-    s.penalize_nl = penalize_nl
-    s.nl = nl
-    s.ring = <llama_token *> calloc(max(last_n, 1), sizeof(llama_token))
-    s.counts = <int32_t *> calloc(n_vocab, sizeof(int32_t))
-    s.stamp = <uint32_t *> calloc(n_vocab, sizeof(uint32_t))
-    if s.ring == NULL or s.counts == NULL or s.stamp == NULL:
-        penalty_free(s)
-        return NULL
-    return s
-
-
-cdef void penalty_free(PenaltyState * s) noexcept nogil:
-    if s != NULL:
-        free(s.ring)
-        free(s.counts)
-        free(s.stamp)
-        free(s)
-
-
-cdef void penalty_reset(PenaltyState * s) noexcept nogil:
-    cdef int32_t i
-    for i in range(s.ring_size):
-        s.counts[s.ring[i]] = 0
-    s.ring_size = 0
-    s.ring_head = 0
-
-
-cdef void penalty_accept(PenaltyState * s, llama_token tok) noexcept nogil:
-    if s.last_n <= 0 or tok < 0 or tok >= s.n_vocab:
-        return
-    if s.ring_size == s.last_n:
-        s.counts[s.ring[s.ring_head]] -= 1
-    else:
-        s.ring_size += 1
-    s.ring[s.ring_head] = tok
-    s.counts[tok] += 1
-    s.ring_head = (s.ring_head + 1) % s.last_n
-
-
-cdef inline float penalize(const PenaltyState * s, llama_token tok, float logit) noexcept nogil:
-    cdef int32_t c = s.counts[tok]
-    if c == 0 or (not s.penalize_nl and tok == s.nl):
-        return logit
-    if logit <= 0:
-        logit *= s.repeat
-    else:
-        logit /= s.repeat
-    return logit - c * s.freq - s.present
-
-
-cdef void penalty_apply_row(PenaltyState * s, float * logits) noexcept nogil:
-    """Penalise a full logits row in place, each distinct recent token once."""
-    cdef int32_t k
-    cdef llama_token tok
-    s.round += 1
-    if s.round == 0:
-        for k in range(s.n_vocab):
-            s.stamp[k] = 0
-        s.round = 1
-    for k in range(s.ring_size):
-        tok = s.ring[k]
-        if s.stamp[tok] != s.round:
-            s.stamp[tok] = s.round
-            logits[tok] = penalize(s, tok, logits[tok])
-
-
-cdef const char * _penalties_name(const llama_sampler * smpl) noexcept nogil:
-    return "llamacy-penalties"
-
-
-cdef void _penalties_accept(llama_sampler * smpl, llama_token token) noexcept nogil:
-    penalty_accept(<PenaltyState *> smpl.ctx, token)
-
-
-cdef void _penalties_apply(llama_sampler * smpl, llama_token_data_array * cur_p) noexcept nogil:
-    cdef PenaltyState * s = <PenaltyState *> smpl.ctx
-    cdef size_t i
-    cdef llama_token tok
-    if s.ring_size == 0:
-        return
-    for i in range(cur_p.size):
-        tok = cur_p.data[i].id
-        if 0 <= tok < s.n_vocab and s.counts[tok] > 0:
-            cur_p.data[i].logit = penalize(s, tok, cur_p.data[i].logit)
-    cur_p.sorted = False
-
-
-cdef void _penalties_reset(llama_sampler * smpl) noexcept nogil:
-    penalty_reset(<PenaltyState *> smpl.ctx)
-
-
-cdef llama_sampler * _penalties_clone(const llama_sampler * smpl) noexcept nogil:
-    cdef PenaltyState * s = <PenaltyState *> smpl.ctx
-    cdef PenaltyState * c = penalty_new(s.n_vocab, s.last_n, s.repeat, s.freq, s.present, s.penalize_nl, s.nl)
-    if c == NULL:
-        return NULL
-    memcpy(c.ring, s.ring, max(s.last_n, 1) * sizeof(llama_token))
-    memcpy(c.counts, s.counts, s.n_vocab * sizeof(int32_t))
-    c.ring_size = s.ring_size
-    c.ring_head = s.ring_head
-    return llama_sampler_init(&penalties_iface, c)
-
-
-cdef void _penalties_free(llama_sampler * smpl) noexcept nogil:
-    penalty_free(<PenaltyState *> smpl.ctx)
-
-
-cdef llama_sampler_i penalties_iface
-penalties_iface.name = _penalties_name
-penalties_iface.accept = _penalties_accept
-penalties_iface.apply = _penalties_apply
-penalties_iface.reset = _penalties_reset
-penalties_iface.clone = _penalties_clone
-penalties_iface.free = _penalties_free
-
-
-# --- tail-free sampling (custom sampler) ---------------------------------------------
-
-ctypedef struct TfsState:
-    float z
-    size_t min_keep
-
-
-cdef int _cmp_logit_desc(const void * a, const void * b) noexcept nogil:
-    cdef float la = (<const llama_token_data *> a).logit
-    cdef float lb = (<const llama_token_data *> b).logit
-    return (la < lb) - (la > lb)
-
-
-cdef void sort_candidates(llama_token_data_array * cur_p) noexcept nogil:
-    if not cur_p.sorted:
-        qsort(cur_p.data, cur_p.size, sizeof(llama_token_data), _cmp_logit_desc)
-        cur_p.sorted = True
-
-
-cdef void softmax_sorted(llama_token_data_array * cur_p) noexcept nogil:
-    cdef size_t i
-    cdef float mx = cur_p.data[0].logit
-    cdef double total = 0.0
-    for i in range(cur_p.size):
-        cur_p.data[i].p = expf(cur_p.data[i].logit - mx)
-        total += cur_p.data[i].p
-    for i in range(cur_p.size):
-        cur_p.data[i].p = <float> (cur_p.data[i].p / total)
-
-
-cdef void tail_free_apply(llama_token_data_array * cur_p, float z, size_t min_keep) noexcept nogil:
-    """Tail-free sampling: cut where the cumulative normalised |2nd derivative| of the sorted
-    probabilities passes ``z`` (keeping at least ``min_keep`` candidates)."""
-    if z >= 1.0 or cur_p.size <= 2:
-        return
-    sort_candidates(cur_p)
-    softmax_sorted(cur_p)
-    cdef size_t n = cur_p.size, i
-    cdef float * d2 = <float *> malloc((n - 2) * sizeof(float))
-    if d2 == NULL:
-        return
-    cdef float d1_i, d1_next, total = 0.0, cum = 0.0
-    for i in range(n - 2):
-        d1_i = cur_p.data[i].p - cur_p.data[i + 1].p
-        d1_next = cur_p.data[i + 1].p - cur_p.data[i + 2].p
-        d2[i] = fabsf(d1_i - d1_next)
-        total += d2[i]
-    if total > 1e-6:
-        for i in range(n - 2):
-            d2[i] /= total
-    else:
-        for i in range(n - 2):
-            d2[i] = 1.0 / (n - 2)
-    cdef size_t last_idx = n
-    for i in range(n - 2):
-        cum += d2[i]
-        if cum > z and i >= min_keep:
-            last_idx = i
-            break
-    free(d2)
-    cur_p.size = max(last_idx, <size_t> 1)
-
-
-cdef const char * _tfs_name(const llama_sampler * smpl) noexcept nogil:
-    return "llamacy-tail-free"
-
-
-cdef void _tfs_apply(llama_sampler * smpl, llama_token_data_array * cur_p) noexcept nogil:
-    cdef TfsState * s = <TfsState *> smpl.ctx
-    tail_free_apply(cur_p, s.z, s.min_keep)
-
-
-cdef llama_sampler * _tfs_clone(const llama_sampler * smpl) noexcept nogil:
-    cdef TfsState * c = <TfsState *> malloc(sizeof(TfsState))
-    if c == NULL:
-        return NULL
-    memcpy(c, smpl.ctx, sizeof(TfsState))
-    return llama_sampler_init(&tfs_iface, c)
-
-
-cdef void _tfs_free(llama_sampler * smpl) noexcept nogil:
-    free(smpl.ctx)
-
-
-cdef llama_sampler_i tfs_iface
-tfs_iface.name = _tfs_name
-tfs_iface.accept = NULL
-tfs_iface.apply = _tfs_apply
-tfs_iface.reset = NULL
-tfs_iface.clone = _tfs_clone
-tfs_iface.free = _tfs_free
 
 
 # --- the Sampler ---------------------------------------------------------------------
@@ -521,7 +301,7 @@ cdef class Sampler:
                               params.presence_penalty, params.penalize_nl, vocab.nl)
             if pen == NULL:
                 raise MemoryError()
-            llama_sampler_chain_add(self.c.chain, _checked(llama_sampler_init(&penalties_iface, pen), "penalties"))
+            llama_sampler_chain_add(self.c.chain, _checked(new_penalties_sampler(pen), "penalties"))
             self.c.pen = pen
 
         cdef bytes g
@@ -603,7 +383,6 @@ cdef class Sampler:
 
     cdef _add_named(self, llama_sampler * chain, str name, size_t min_keep):
         p = self.params
-        cdef TfsState * tfs
         if name == "dry":
             if p.dry_on:
                 self._add_dry()
@@ -620,10 +399,7 @@ cdef class Sampler:
                 llama_sampler_chain_add(chain, llama_sampler_init_top_k(p.top_k))
         elif name == "tfs_z":
             if p.tfs_z < 1.0:
-                tfs = <TfsState *> malloc(sizeof(TfsState))
-                tfs.z = p.tfs_z
-                tfs.min_keep = min_keep
-                llama_sampler_chain_add(chain, llama_sampler_init(&tfs_iface, tfs))
+                llama_sampler_chain_add(chain, _checked(new_tfs_sampler(p.tfs_z, min_keep), "tfs_z"))
         elif name == "typical_p":
             if p.typical_p < 1.0:
                 llama_sampler_chain_add(chain, llama_sampler_init_typical(p.typical_p, min_keep))
@@ -854,33 +630,12 @@ def top_probs(Context ctx, int32_t idx, int n) -> list:
     return _top_n(logits, ctx.n_vocab, n)
 
 
-def tail_free_reference_apply(logits, float z, size_t min_keep=0) -> list:
-    """Run the tail-free sampler on a logits list; returns the kept token ids (for tests)."""
-    cdef size_t n = len(logits), i
-    cdef llama_token_data * data = <llama_token_data *> malloc(max(n, 1) * sizeof(llama_token_data))
-    cdef llama_token_data_array arr
-    try:
-        for i in range(n):
-            data[i].id = i
-            data[i].logit = logits[i]
-            data[i].p = 0
-        arr.data = data
-        arr.size = n
-        arr.selected = -1
-        arr.sorted = False
-        tail_free_apply(&arr, z, min_keep)
-        return [arr.data[i].id for i in range(arr.size)]
-    finally:
-        free(data)
-
-
 def apply_penalties(Model model, params: SamplingParams, history, logits) -> list:
     """Apply the custom penalties sampler to a logits list after ``history`` (for tests)."""
     cdef Sampler s = Sampler(model, params)
     cdef size_t n = len(logits), i
     cdef llama_token_data * data = <llama_token_data *> malloc(max(n, 1) * sizeof(llama_token_data))
     cdef llama_token_data_array arr
-    cdef llama_sampler tmp
     if s.c.pen == NULL:
         free(data)
         return list(logits)
@@ -894,8 +649,7 @@ def apply_penalties(Model model, params: SamplingParams, history, logits) -> lis
         arr.size = n
         arr.selected = -1
         arr.sorted = False
-        tmp.ctx = s.c.pen
-        _penalties_apply(&tmp, &arr)
+        penalties_apply_array(s.c.pen, &arr)
         return [arr.data[i].logit for i in range(n)]
     finally:
         free(data)
