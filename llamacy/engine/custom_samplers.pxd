@@ -30,6 +30,7 @@ cdef void penalty_reset(PenaltyState * s) noexcept nogil
 cdef void penalty_accept(PenaltyState * s, llama_token tok) noexcept nogil
 cdef void penalty_apply_row(PenaltyState * s, float * logits) noexcept nogil
 cdef void penalties_apply_array(PenaltyState * s, llama_token_data_array * cur_p) noexcept nogil
+cdef void sort_candidates(llama_token_data_array * cur_p) noexcept nogil
 cdef void tail_free_apply(llama_token_data_array * cur_p, float z, size_t min_keep) noexcept nogil
 cdef llama_sampler * new_penalties_sampler(PenaltyState * state) noexcept nogil
 cdef llama_sampler * new_tfs_sampler(float z, size_t min_keep) noexcept nogil

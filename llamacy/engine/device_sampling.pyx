@@ -19,26 +19,18 @@ of that step's outputs); libllama re-plans its graph on every attach or detach, 
 its mode until a request needs the other one.
 """
 from libc.stdint cimport int32_t, int64_t, uint32_t
-from libc.stdlib cimport calloc, free, qsort
+from libc.stdlib cimport calloc, free
 
 from third_party.ggml.ggml cimport (ggml_context, ggml_cgraph, ggml_tensor, ggml_top_k, ggml_get_rows,
                                     ggml_reshape_2d, ggml_reshape_3d, ggml_view_1d, ggml_set_name,
                                     ggml_is_contiguous, ggml_nelements)
 from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context
+from llamacy.engine.custom_samplers cimport sort_candidates
 
 
 cdef const char * _name(const llama_sampler * smpl) noexcept nogil:
     return "llamacy-rows-top-k"
-
-
-cdef int _by_logit(const void * a, const void * b) noexcept nogil:
-    """Candidate order: higher logit first, then the lower token id."""
-    cdef const llama_token_data * x = <const llama_token_data *> a
-    cdef const llama_token_data * y = <const llama_token_data *> b
-    if x.logit != y.logit:
-        return -1 if x.logit > y.logit else 1
-    return (x.id > y.id) - (x.id < y.id)
 
 
 cdef void _apply(llama_sampler * smpl, llama_token_data_array * cur_p) noexcept nogil:
@@ -46,8 +38,7 @@ cdef void _apply(llama_sampler * smpl, llama_token_data_array * cur_p) noexcept 
     cdef RowsTopK * rows = <RowsTopK *> smpl.ctx
     if cur_p.size == 0:
         return
-    qsort(cur_p.data, cur_p.size, sizeof(llama_token_data), _by_logit)
-    cur_p.sorted = True
+    sort_candidates(cur_p)
     if cur_p.size > <size_t> rows.k:
         cur_p.size = rows.k
     if cur_p.selected >= 0 and <size_t> cur_p.selected >= cur_p.size:

@@ -62,7 +62,6 @@ cdef class Generator:
     cdef Context ctx
     cdef Batch batch
     cdef llama_context * c_ctx
-    cdef llama_memory_t c_mem
     cdef int32_t n_seq
     cdef int32_t n_batch
     cdef int32_t n_vocab
@@ -73,8 +72,6 @@ cdef class Generator:
     cdef int32_t * piece_len
     cdef int32_t max_piece
     cdef uint8_t * is_eog
-    cdef int32_t ga_n
-    cdef int32_t ga_w
     cdef int32_t max_n_probs
     cdef int64_t next_order
     cdef StepRecord ring[RING]
@@ -89,7 +86,6 @@ cdef class Generator:
     cdef float ** out_rows
     cdef llama_token ** out_cand  # an output's device top-k candidates (out_rows: their logits), or NULL
     cdef int32_t * out_n_cand
-    cdef DeviceTopK dev           # the device top-k chains, or None (every output samples its whole row)
     cdef TokenProb ** out_probs      # each output's n_probs results, in probs_buf
     cdef TokenProb * probs_buf
     cdef int32_t * out_n_probs
@@ -128,12 +124,10 @@ cdef class Generator:
         ctx._check()
         self.ctx = ctx
         self.c_ctx = ctx.c_ctx
-        self.c_mem = llama_get_memory(ctx.c_ctx)
         self.n_seq = n_seq
         self.n_batch = n_batch
         self.batch = Batch(max(n_batch, n_seq), 1)
         self.n_vocab = ctx.n_vocab
-        self.ga_n, self.ga_w = ga_n, ga_w
         self.max_n_probs = max(max_n_probs, 1)
         self.notify_fd = notify_fd
         self._samplers = [None] * n_seq
@@ -147,7 +141,6 @@ cdef class Generator:
         self.out_rows = <float **> malloc(n_seq * sizeof(void *))
         self.out_cand = <llama_token **> calloc(n_seq, sizeof(void *))
         self.out_n_cand = <int32_t *> calloc(n_seq, sizeof(int32_t))
-        self.dev = device_top_k
         self.out_probs = <TokenProb **> malloc(n_seq * sizeof(void *))
         self.probs_buf = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
         self.out_n_probs = <int32_t *> malloc(n_seq * sizeof(int32_t))
@@ -517,7 +510,7 @@ cdef class Generator:
             self.out_core[k] = self.seqs[out_seq[k]].core
             self.tally.outputs += 1
             n_pick += 1
-            if self.dev is not None and self.dev.chains[out_seq[k]] != NULL:
+            if self.plan.dev is not None and self.plan.dev.chains[out_seq[k]] != NULL:
                 self.tally.device_outputs += 1
                 if dev_logits == NULL:
                     dev_logits = llama_get_sampled_logits_ith(self.c_ctx, out_idx[k] - start)
@@ -585,7 +578,7 @@ cdef class Generator:
         c = self.tally
         reused = llama_perf_context(self.ctx.c_ctx).n_reused if self.ctx.c_ctx != NULL else 0   # NULL: closed
         return {"graphs_reused": reused,
-                "device_switches": self.dev.switches if self.dev is not None else 0, "outputs": c.outputs,
+                "device_switches": self.plan.dev.switches if self.plan.dev is not None else 0, "outputs": c.outputs,
                 "device_outputs": c.device_outputs, "runs": c.runs, "steps": c.steps, "tokens": c.tokens, "pad_tokens": c.pad_tokens, "run_seconds": c.run_s,
                 "decode_seconds": c.decode_s, "sync_seconds": c.sync_s, "sample_seconds": c.sample_s,
                 "wait_seconds": c.wait_s}

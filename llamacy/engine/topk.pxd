@@ -60,11 +60,30 @@ cdef inline void _sift_down(llama_token_data * h, int32_t n, int32_t i) noexcept
         i = c
 
 
+cdef inline void _heapify(llama_token_data * h, int32_t k) noexcept nogil:
+    """``h[0:k]`` into a min-heap (the worst candidate at the root)."""
+    cdef int32_t i = k // 2 - 1
+    while i >= 0:
+        _sift_down(h, k, i)
+        i -= 1
+
+
+cdef inline void _sort_heap(llama_token_data * h, int32_t k) noexcept nogil:
+    """Heap sort of the min-heap ``h[0:k]``: the worst goes to the back, the best ends first."""
+    cdef llama_token_data t
+    cdef int32_t m = k
+    while m > 1:
+        m -= 1
+        t = h[0]
+        h[0] = h[m]
+        h[m] = t
+        _sift_down(h, m, 0)
+
+
 cdef inline int32_t select_top_k(const float * logits, int32_t n, int32_t k, llama_token_data * out) noexcept nogil:
     """The ``k`` best candidates of a row into ``out[0:k]``, sorted best first (ties: lower
     id first); returns how many (min(k, n))."""
-    cdef int32_t i, m
-    cdef llama_token_data t
+    cdef int32_t i
     if k > n:
         k = n
     if k <= 0:
@@ -73,10 +92,7 @@ cdef inline int32_t select_top_k(const float * logits, int32_t n, int32_t k, lla
         out[i].id = i
         out[i].logit = logits[i]
         out[i].p = 0.0
-    i = k // 2 - 1
-    while i >= 0:
-        _sift_down(out, k, i)
-        i -= 1
+    _heapify(out, k)
     cdef float threshold = out[0].logit
     for i in range(k, n):
         if logits[i] > threshold:      # one comparison for almost every token
@@ -84,13 +100,7 @@ cdef inline int32_t select_top_k(const float * logits, int32_t n, int32_t k, lla
             out[0].logit = logits[i]
             _sift_down(out, k, 0)
             threshold = out[0].logit
-    m = k                              # heap sort: the worst goes to the back, best ends first
-    while m > 1:
-        m -= 1
-        t = out[0]
-        out[0] = out[m]
-        out[m] = t
-        _sift_down(out, m, 0)
+    _sort_heap(out, k)
     return k
 
 
@@ -98,7 +108,7 @@ cdef inline int32_t select_top_k_of(const llama_token * ids, const float * logit
                                     llama_token_data * out) noexcept nogil:
     """``select_top_k`` over ``n`` candidates given as (ids, logits) pairs instead of a row:
     the ``k`` best into ``out[0:k]``, best first (ties: lower id first); returns how many."""
-    cdef int32_t i, m
+    cdef int32_t i
     cdef llama_token_data t
     if k > n:
         k = n
@@ -108,10 +118,7 @@ cdef inline int32_t select_top_k_of(const llama_token * ids, const float * logit
         out[i].id = ids[i]
         out[i].logit = logits[i]
         out[i].p = 0.0
-    i = k // 2 - 1
-    while i >= 0:
-        _sift_down(out, k, i)
-        i -= 1
+    _heapify(out, k)
     for i in range(k, n):
         t.id = ids[i]
         t.logit = logits[i]
@@ -119,13 +126,7 @@ cdef inline int32_t select_top_k_of(const llama_token * ids, const float * logit
         if _worse(&out[0], &t):
             out[0] = t
             _sift_down(out, k, 0)
-    m = k
-    while m > 1:
-        m -= 1
-        t = out[0]
-        out[0] = out[m]
-        out[m] = t
-        _sift_down(out, m, 0)
+    _sort_heap(out, k)
     return k
 
 
