@@ -12,7 +12,11 @@ clients, R requests each, all on loopback):
 
 Reported: aggregate generated tokens/s (tokens_predicted over the wall time) and mean time to
 first token for llama-server and for llamacy; the engine's limit is batched-bench's S_TG at
-batch C (prompt 32, 128 generated tokens per sequence). Both servers get the same model,
+batch C (prompt 32, 128 generated tokens per sequence), and the workload's own limit is what an
+ideal server on that engine would reach with the run's exact request lengths and arrivals
+(``workload_limit``: the sampled mix's tail, a few long requests left, caps it below S_TG at C;
+with ``--gpu`` batched-bench also measures the powers of two in between for its step times).
+Both servers get the same model,
 slots, context and flash-attention setting; llama-server gets --no-repack, as llamacy never
 repacks weights. llama.cpp's binaries are built here once from the pinned sdist (CPU, about
 7 minutes on 2 cores) and cached in ~/.cache/llamacy/bench-tools/; ``--llama-bin DIR`` uses
@@ -196,14 +200,54 @@ async def load(port: int, bodies: list[list[dict]], delays: list[float]) -> dict
         return [await stream(port, b) for b in mine]
 
     t0 = time.perf_counter()
-    results = [r for rs in await asyncio.gather(*(client(m, d) for m, d in zip(bodies, delays))) for r in rs]
+    per_client = await asyncio.gather(*(client(m, d) for m, d in zip(bodies, delays)))
     wall = time.perf_counter() - t0
+    results = [r for rs in per_client for r in rs]
     tokens = sum(n for n, _ in results)
     if tokens == 0:
         raise RuntimeError("no tokens came back: the server's stream could not be read")
     ttfts = [t for _, t in results if t is not None]
     return {"tok_s": tokens / wall, "ttft_ms": 1e3 * sum(ttfts) / len(ttfts) if ttfts else float("nan"),
-            "tokens": tokens, "wall_s": wall}
+            "tokens": tokens, "wall_s": wall, "delays": delays,
+            "client_tokens": [[n for n, _ in rs] for rs in per_client]}
+
+
+def step_seconds(limit: dict[int, float]):
+    """Seconds an engine step takes at batch b, from batched-bench's S_TG (b / S_TG at a measured
+    batch, linear in between, proportional beyond the largest)."""
+    pts = sorted(b for b in limit if limit[b] > 0)
+
+    def at(b: int) -> float:
+        if b in limit:
+            return b / limit[b]
+        lo = max([p for p in pts if p < b], default=None)
+        hi = min([p for p in pts if p > b], default=None)
+        if hi is None:
+            return b / limit[lo]
+        if lo is None:
+            return hi / limit[hi]
+        t_lo, t_hi = lo / limit[lo], hi / limit[hi]
+        return t_lo + (t_hi - t_lo) * (b - lo) / (hi - lo)
+    return at
+
+
+def workload_limit(client_tokens: list[list[int]], delays: list[float], step_s) -> float:
+    """Tokens/s an ideal server on this engine could reach with this run's exact workload: each
+    client's requests one after another, every active client a token each step, a step as long
+    as batched-bench's at that batch, prompts and the server itself free. The sampled mix's
+    lengths and arrivals leave fewer clients active towards the end than a greedy run's, so its
+    limit is below batched-bench's S_TG at the client count."""
+    left = [sum(ns) for ns in client_tokens]
+    total, t = sum(left), 0.0
+    while any(left):
+        active = [c for c, n in enumerate(left) if n and delays[c] <= t]
+        if not active:
+            t = min(delays[c] for c, n in enumerate(left) if n)
+            continue
+        for c in active:
+            left[c] -= 1
+        t += step_s(len(active))
+    return total / t if t else float("nan")
 
 
 # --- where llamacy's time goes ---------------------------------------------------------------------
@@ -297,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         common += ["-ngl", "99"]
     if args.threads:
         common += ["-t", str(args.threads)]
-    limit = batched_bench(bin_dir, model, clients, ["-fa", "on", *(["-ngl", "99"] if args.gpu else []),
+    curve = sorted(set(clients) | ({2 ** i for i in range(8) if 2 ** i < max(clients)} if args.gpu else set()))
+    limit = batched_bench(bin_dir, model, curve, ["-fa", "on", *(["-ngl", "99"] if args.gpu else []),
                                                     *(["-t", str(args.threads)] if args.threads else [])])
     ref_cmd = [str(bin_dir / "llama-server"), *common, "-fa", "on", *([] if args.gpu else ["--no-repack"])]
     ours_cmd = [sys.executable, "-m", "llamacy", *common, "-fa", "--log-format", "text", "--metrics"]
@@ -321,16 +366,20 @@ def main(argv: list[str] | None = None) -> int:
           f"(sampled: {args.n_predict // 2}-{args.n_predict * 2}), flash attention on, "
           f"{time.strftime('%Y-%m-%d')}")
     more = "".join(f" {label} tok/s (TTFT ms) |" for label, _, _ in extra)
-    print("| workload | clients | engine limit (batched-bench S_TG) | llama-server tok/s (TTFT ms) | "
-          f"llamacy tok/s (TTFT ms) |{more} llamacy / llama-server | llamacy / limit |")
-    print("|---|---:|---:|---:|---:|" + "---:|" * len(extra) + "---:|---:|")
+    step_s = step_seconds(limit)
+    print("| workload | clients | engine limit (batched-bench S_TG) | workload limit | llama-server tok/s (TTFT ms) | "
+          f"llamacy tok/s (TTFT ms) |{more} llamacy / llama-server | llamacy / limit | llamacy / workload limit |")
+    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(extra) + "---:|---:|---:|")
     for w in workloads:
         for c in clients:
             r, o, lim = ref[(w, c)], ours[(w, c)], limit.get(c, float("nan"))
+            own = workload_limit(o["client_tokens"], o["delays"], step_s)
             vs_ref = o["tok_s"] / r["tok_s"] if r["tok_s"] else float("nan")
             cells = "".join(f" {x[(w, c)]['tok_s']:.1f} ({x[(w, c)]['ttft_ms']:.0f}) |" for _, x, _ in extra)
-            print(f"| {w} | {c} | {lim:.1f} | {r['tok_s']:.1f} ({r['ttft_ms']:.0f}) | {o['tok_s']:.1f} "
-                  f"({o['ttft_ms']:.0f}) |{cells} {vs_ref:.2f} | {o['tok_s'] / lim:.2f} |")
+            print(f"| {w} | {c} | {lim:.1f} | {own:.1f} | {r['tok_s']:.1f} ({r['ttft_ms']:.0f}) | {o['tok_s']:.1f} "
+                  f"({o['ttft_ms']:.0f}) |{cells} {vs_ref:.2f} | {o['tok_s'] / lim:.2f} | {o['tok_s'] / own:.2f} |")
+    print("(workload limit: an ideal server on this engine with the run's own request lengths and arrivals — "
+          "every active client a token per step at batched-bench's step time for that batch)")
     for label, runs in [("llamacy", ours)] + [(label, x) for label, x, is_ours in extra if is_ours]:
         print(f"\nwhere {label}'s time went (engine thread: /metrics llamacy:engine_*; CPU per generated token)")
         print("| workload | clients | steps | tokens/step (+ padding) | graphs reused | outputs from device top-k | "

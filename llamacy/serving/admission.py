@@ -3,7 +3,10 @@
 A slot is chosen FIFO among idle ones — the one sharing the longest prefix with the prompt
 when ``cache_prompt`` is on, else the least recently used; a request pinned with ``id_slot``
 waits for that slot. With ``compact`` (a GPU loop that pads the gaps between busy sequences)
-the lowest slot id replaces the least recently used, so busy slots stay together. Starting the request keeps the common prefix of the slot's KV cache
+the lowest idle slot id is taken unless another idle slot holds at least COMPACT_REUSE_MIN more
+tokens of the prompt: every idle slot below a busy one costs a throw-away token per step for as
+long as the request runs, while re-evaluating a few hundred prompt tokens on a GPU costs about
+one step — so busy slots stay together. Starting the request keeps the common prefix of the slot's KV cache
 (always at least one prompt token is re-evaluated, for its logits), truncates a prompt that
 does not fit, and builds the request's sampler.
 """
@@ -20,6 +23,8 @@ from llamacy.serving.tasks import CompletionParams, Task
 
 log = logging.getLogger(__name__)
 
+COMPACT_REUSE_MIN = 256   # cached prompt tokens that outweigh a compact slot choice (see above)
+
 
 def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
     """A prompt that does not fit the slot: keep the first ``n_keep`` tokens and drop whole
@@ -31,18 +36,24 @@ def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
 
 def choose_slot(slots: list[Slot], p: CompletionParams, usable: list[bool], compact: bool = False) -> Slot | None:
     """The slot for a request among the ``usable`` ones (a pinned request waits for its own).
-    Ties (and requests without ``cache_prompt``) go to the least recently used slot, or with
-    ``compact`` to the lowest id: every idle slot between two busy ones costs a padding token per
-    step on a GPU, so new work fills the low ids instead of spreading over all of them."""
+    Without ``compact``: the longest cached prefix (with ``cache_prompt``), ties and requests
+    without ``cache_prompt`` to the least recently used slot. With ``compact``: the lowest id,
+    unless another slot's cached prefix is at least COMPACT_REUSE_MIN tokens longer."""
     if p.id_slot >= 0:
         return slots[p.id_slot] if usable[p.id_slot] else None
     idle = [s for s in slots if usable[s.id]]
     if not idle:
         return None
-    tie = (lambda s: -s.id) if compact else (lambda s: -s.last_used)
+    if compact:
+        lowest = idle[0]
+        if not p.cache_prompt:
+            return lowest
+        best = max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), -s.id))
+        gain = common_prefix(best.cache_tokens, p.prompt_tokens) - common_prefix(lowest.cache_tokens, p.prompt_tokens)
+        return best if gain >= COMPACT_REUSE_MIN else lowest
     if p.cache_prompt:
-        return max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), tie(s)))
-    return max(idle, key=tie)
+        return max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), -s.last_used))
+    return max(idle, key=lambda s: -s.last_used)
 
 
 def effective_n_predict(requested: int, server_cap: int) -> int:

@@ -1,5 +1,5 @@
 """Slot choice (serving.admission.choose_slot) on real Slot objects."""
-from llamacy.serving.admission import choose_slot
+from llamacy.serving.admission import COMPACT_REUSE_MIN, choose_slot
 from llamacy.serving.slots import Slot
 from llamacy.serving.tasks import CompletionParams
 
@@ -30,12 +30,28 @@ def test_compact_ties_go_to_the_lowest_usable_id():
     assert choose_slot(slots, CompletionParams([1, 2, 3], cache_prompt=True), usable, compact=True).id == 2
 
 
-def test_the_longest_cached_prefix_wins_over_compactness():
+def test_the_longest_cached_prefix_wins():
     slots = _slots([5.0, 1.0, 3.0, 2.0], cached=[[9], [1, 2], [1], [1, 2, 3, 4]])
     usable = [True, True, True, True]
-    assert choose_slot(slots, CompletionParams([1, 2, 3], cache_prompt=True), usable, compact=True).id == 3
+    assert choose_slot(slots, CompletionParams([1, 2, 3], cache_prompt=True), usable).id == 3
     usable[3] = False
-    assert choose_slot(slots, CompletionParams([1, 2, 3], cache_prompt=True), usable, compact=True).id == 1
+    assert choose_slot(slots, CompletionParams([1, 2, 3], cache_prompt=True), usable).id == 1
+
+
+def test_compact_takes_a_higher_slot_only_for_a_long_cached_prefix():
+    """A padding GPU loop re-evaluates a short shared prefix rather than leave a gap below a busy
+    slot for the whole request; a prefix COMPACT_REUSE_MIN tokens longer is worth the gap."""
+    n = COMPACT_REUSE_MIN
+    prompt = list(range(1, 2 * n))
+    slots = _slots([5.0, 1.0, 3.0, 2.0], cached=[[9], prompt[:5], prompt[:n - 1], prompt[:n + 2]])
+    usable = [True, True, True, False]
+    assert choose_slot(slots, CompletionParams(prompt, cache_prompt=True), usable, compact=True).id == 0
+    assert choose_slot(slots, CompletionParams(prompt, cache_prompt=True), usable).id == 2
+    usable[3] = True          # slot 3 holds n + 2 tokens, slot 0 none of them
+    assert choose_slot(slots, CompletionParams(prompt, cache_prompt=True), usable, compact=True).id == 3
+    usable[0] = False         # slot 1 holds 5: slot 3 is n - 3 tokens better, not enough
+    assert choose_slot(slots, CompletionParams(prompt, cache_prompt=True), usable, compact=True).id == 1
+    assert choose_slot(slots, CompletionParams(prompt), [True] * 4, compact=True).id == 0
 
 
 def test_a_pinned_request_waits_for_its_slot():
