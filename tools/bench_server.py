@@ -322,9 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-dir", default=None, help="keep both servers' logs here")
     ap.add_argument("--llama-server-also", default=None, metavar="ARGS",
                     help="run llama-server a second time with these extra arguments (e.g. \"-bs\"): one more column")
-    ap.add_argument("--llamacy-also", default=None, metavar="ARGS",
-                    help="run llamacy a second time with these extra arguments (e.g. \"--no-backend-sampling\"); "
-                         "leading NAME=VALUE words are its environment (e.g. \"LLAMACY_STABLE_ON_AT=inf\")")
+    ap.add_argument("--llamacy-also", action="append", default=[], metavar="ARGS",
+                    help="run llamacy again with these extra arguments (e.g. \"--no-backend-sampling\"): one more "
+                         "column each time it is given; leading NAME=VALUE words are its environment (e.g. "
+                         "\"LLAMACY_STABLE_ON_AT=inf\")")
     args = ap.parse_args(argv)
     logs = Path(args.log_dir) if args.log_dir else None
     if logs:
@@ -353,15 +354,15 @@ def main(argv: list[str] | None = None) -> int:
                       run_server(ref_cmd + shlex.split(args.llama_server_also), clients, workloads, args.n_predict,
                                  logs / "llama-server-also.log" if logs else None), False))
     ours = run_server(ours_cmd, clients, workloads, args.n_predict, logs / "llamacy.log" if logs else None, probe=True)
-    if args.llamacy_also:
-        words = shlex.split(args.llamacy_also)
+    for i, also in enumerate(args.llamacy_also):
+        words = shlex.split(also)
         env = {}
         while words and "=" in words[0] and words[0].split("=")[0].isupper():
             name, value = words.pop(0).split("=", 1)
             env[name] = value
-        extra.append((f"llamacy {args.llamacy_also}",
+        extra.append((f"llamacy {also}",
                       run_server(ours_cmd + words, clients, workloads, args.n_predict,
-                                 logs / "llamacy-also.log" if logs else None, probe=True, env=env), True))
+                                 logs / f"llamacy-also-{i + 1}.log" if logs else None, probe=True, env=env), True))
     print(f"model {os.path.basename(model)}, {slots} slots x {args.ctx_per_slot} context, n_predict {args.n_predict} "
           f"(sampled: {args.n_predict // 2}-{args.n_predict * 2}), flash attention on, "
           f"{time.strftime('%Y-%m-%d')}")

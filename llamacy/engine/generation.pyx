@@ -41,7 +41,6 @@ cdef enum:
     R_ERROR = 2
     RING = 16             # step records between the loop and the IOLoop
     PARALLEL_MIN = 4      # outputs in a step from which sampling runs on several threads
-    ROWS_PER_THREAD = 16  # outputs per sampling thread at least (a thread more costs more than 16 argmaxes)
 
 # device top-k in "auto": on from this many outputs per step (a moving average), off below the
 # second. Measured on an H200: the device's top-k (a sort) costs about 0.3 ms a step whatever the
@@ -51,6 +50,10 @@ DEVICE_OFF_AT = 32.0
 # stable shape (with pad_gaps): from this many outputs per step on average, off below the second
 STABLE_ON_AT = 24.0
 STABLE_OFF_AT = 16.0
+# outputs per sampling thread at least: on a CPU the decode's threads are the sampling's, and a
+# thread more costs more than 16 argmaxes; with a GPU the host's threads idle while it decodes
+ROWS_PER_THREAD = 16
+GPU_ROWS_PER_THREAD = 2
 
 ENTRY_TOKEN, ENTRY_PREFILL, ENTRY_SHIFT = E_TOKEN, E_PREFILL, E_SHIFT
 END_EOG, END_LIMIT, END_STOP, END_NOTHING = F_EOG, F_LIMIT, F_STOP, F_NOTHING
@@ -89,6 +92,7 @@ cdef class Generator:
     cdef TokenProb ** out_probs      # each output's n_probs results, in probs_buf
     cdef TokenProb * probs_buf
     cdef int32_t * out_n_probs
+    cdef int32_t rows_per_thread  # outputs per sampling thread at least
     cdef bint sync_apart          # wait for the device right after llama_decode (timed as "sync")
     # a failed step
     cdef int error_rc
@@ -115,12 +119,13 @@ cdef class Generator:
                  int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1, bint pad_gaps=False,
                  DeviceTopK device_top_k=None, bint device_auto=False, double device_on_at=DEVICE_ON_AT,
                  double device_off_at=DEVICE_OFF_AT, double stable_on_at=STABLE_ON_AT,
-                 double stable_off_at=STABLE_OFF_AT):
+                 double stable_off_at=STABLE_OFF_AT, int32_t rows_per_thread=ROWS_PER_THREAD):
         """``pad_gaps`` (a GPU): throw-away tokens for idle sequences and, under load, a stable
         batch shape; ``device_top_k``/``device_auto``: outputs sampled from candidates selected on
         the device — both decided per step by ``step_plan.StepPlanner`` (its docstring says how),
         with the thresholds given here. With ``pad_gaps`` the loop also waits for the device
-        right after each decode, timed apart ("sync")."""
+        right after each decode, timed apart ("sync"). A step's outputs are sampled on up to the
+        decode's thread count, at least ``rows_per_thread`` outputs each."""
         ctx._check()
         self.ctx = ctx
         self.c_ctx = ctx.c_ctx
@@ -144,6 +149,7 @@ cdef class Generator:
         self.out_probs = <TokenProb **> malloc(n_seq * sizeof(void *))
         self.probs_buf = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
         self.out_n_probs = <int32_t *> malloc(n_seq * sizeof(int32_t))
+        self.rows_per_thread = rows_per_thread if rows_per_thread > 0 else 1
         self.sync_apart = pad_gaps    # a GPU: its work is timed apart (on a CPU llama_decode is the work)
         if (self.seqs == NULL or self.piece_ptr == NULL or self.piece_len == NULL or self.is_eog == NULL
                 or self.out_tok == NULL or self.out_core == NULL or self.out_rows == NULL or self.out_probs == NULL
@@ -470,8 +476,8 @@ cdef class Generator:
             n_pick = self._resolve_rows(start, m)
             if n_pick >= PARALLEL_MIN:   # at most as many threads as the decode used: one OpenMP pool
                 n_threads = llama_n_threads(self.c_ctx)
-                if n_threads > (n_pick + ROWS_PER_THREAD - 1) // ROWS_PER_THREAD:
-                    n_threads = (n_pick + ROWS_PER_THREAD - 1) // ROWS_PER_THREAD
+                if n_threads > (n_pick + self.rows_per_thread - 1) // self.rows_per_thread:
+                    n_threads = (n_pick + self.rows_per_thread - 1) // self.rows_per_thread
                 if n_threads < 2:
                     n_threads = 2
                 for k in prange(self.plan.n_out, schedule="static", num_threads=n_threads):

@@ -244,13 +244,19 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
     a token; not with a projector, whose images are evaluated between runs) and keeps a stable
     batch shape under load from LLAMACY_STABLE_ON_AT outputs a step (a benchmark knob; "inf":
     never). Backend sampling: --backend-sampling always, auto only with a GPU and only while the
-    steps have many outputs (where it pays), never with a projector."""
-    from llamacy.engine.generation import STABLE_ON_AT
+    steps have many outputs (where it pays), never with a projector. With a GPU a step's outputs
+    are sampled on more threads, and a request takes the lowest idle slot unless another holds
+    far more of its prompt (LLAMACY_ROWS_PER_THREAD, LLAMACY_COMPACT_REUSE_MIN: benchmark knobs)."""
+    from llamacy.engine.generation import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD, STABLE_ON_AT
+    from llamacy.serving.admission import COMPACT_REUSE_MIN
     backend_sampling = c.backend_sampling == "on" or (c.backend_sampling == "auto" and gpu)
+    rows = os.environ.get("LLAMACY_ROWS_PER_THREAD") or (GPU_ROWS_PER_THREAD if gpu else ROWS_PER_THREAD)
     return {"pad_gaps": gpu and not projector and not recurrent,
             "device_top_k": DEVICE_TOP_K if backend_sampling and not projector else 0,
             "device_auto": c.backend_sampling == "auto",
-            "stable_on_at": float(os.environ.get("LLAMACY_STABLE_ON_AT", STABLE_ON_AT))}
+            "stable_on_at": float(os.environ.get("LLAMACY_STABLE_ON_AT", STABLE_ON_AT)),
+            "rows_per_thread": int(rows),
+            "compact_reuse_min": int(os.environ.get("LLAMACY_COMPACT_REUSE_MIN", COMPACT_REUSE_MIN))}
 
 
 def load_projector(c: ServerConfig, model):

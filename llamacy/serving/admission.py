@@ -34,11 +34,12 @@ def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
     return tokens[:n_keep] + tokens[n_keep + erased_blocks * n_block:]
 
 
-def choose_slot(slots: list[Slot], p: CompletionParams, usable: list[bool], compact: bool = False) -> Slot | None:
+def choose_slot(slots: list[Slot], p: CompletionParams, usable: list[bool], compact: bool = False,
+                reuse_min: int = COMPACT_REUSE_MIN) -> Slot | None:
     """The slot for a request among the ``usable`` ones (a pinned request waits for its own).
     Without ``compact``: the longest cached prefix (with ``cache_prompt``), ties and requests
     without ``cache_prompt`` to the least recently used slot. With ``compact``: the lowest id,
-    unless another slot's cached prefix is at least COMPACT_REUSE_MIN tokens longer."""
+    unless another slot's cached prefix is at least ``reuse_min`` tokens longer."""
     if p.id_slot >= 0:
         return slots[p.id_slot] if usable[p.id_slot] else None
     idle = [s for s in slots if usable[s.id]]
@@ -50,7 +51,7 @@ def choose_slot(slots: list[Slot], p: CompletionParams, usable: list[bool], comp
             return lowest
         best = max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), -s.id))
         gain = common_prefix(best.cache_tokens, p.prompt_tokens) - common_prefix(lowest.cache_tokens, p.prompt_tokens)
-        return best if gain >= COMPACT_REUSE_MIN else lowest
+        return best if gain >= reuse_min else lowest
     if p.cache_prompt:
         return max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), -s.last_used))
     return max(idle, key=lambda s: -s.last_used)

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 from llamacy.engine.context import Batch, Context
 from llamacy.engine.device_sampling import DeviceTopK
-from llamacy.engine.generation import RUN_ERROR, STABLE_OFF_AT, STABLE_ON_AT, Generator
+from llamacy.engine.generation import ROWS_PER_THREAD, RUN_ERROR, STABLE_OFF_AT, STABLE_ON_AT, Generator
 from llamacy.engine.model import Model
 from llamacy.errors import InvalidRequestError, LlamacyError, NoKvSlotError, QueueFullError, UnavailableError
-from llamacy.serving.admission import choose_slot, start_request
+from llamacy.serving.admission import COMPACT_REUSE_MIN, choose_slot, start_request
 from llamacy.serving.embedding_queue import EmbeddingQueue
 from llamacy.serving.faults import FaultInjector
 from llamacy.serving.multimodal import MediaPrefill
@@ -76,7 +76,8 @@ class Scheduler(SlotOperations):
                  embed_ctx: Context | None = None, grp_attn_n: int = 1, grp_attn_w: int = 512,
                  max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None,
                  projector=None, pad_gaps: bool = False, device_top_k: int = 0, device_auto: bool = False,
-                 stable_on_at: float = STABLE_ON_AT) -> None:
+                 stable_on_at: float = STABLE_ON_AT, rows_per_thread: int = ROWS_PER_THREAD,
+                 compact_reuse_min: int = COMPACT_REUSE_MIN) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -107,6 +108,7 @@ class Scheduler(SlotOperations):
         self.t_publish_total = 0.0              # seconds the IOLoop spent publishing steps
         self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.pad_gaps = pad_gaps   # a GPU loop: idle gaps between busy slots cost tokens, keep them few
+        self.compact_reuse_min = compact_reuse_min   # cached tokens that outweigh a gap (admission)
         # device_top_k > 0: each output's best candidates are selected on the device (see Generator);
         # device_auto: only while the steps have many outputs
         self.device_top_k = (DeviceTopK(ctx, n_parallel, device_top_k, attach=not device_auto)
@@ -114,7 +116,8 @@ class Scheduler(SlotOperations):
         self.gen = Generator(ctx, n_parallel, self.n_batch, self.pieces, self.vocab.eog_tokens(), ga_n=grp_attn_n,
                              ga_w=grp_attn_w, max_n_probs=max_n_probs, notify_fd=self._notify_fd, pad_gaps=pad_gaps,
                              device_top_k=self.device_top_k, device_auto=device_auto,
-                             stable_on_at=stable_on_at, stable_off_at=min(STABLE_OFF_AT, stable_on_at))
+                             stable_on_at=stable_on_at, stable_off_at=min(STABLE_OFF_AT, stable_on_at),
+                             rows_per_thread=rows_per_thread)
         if faults is not None:
             self.gen.set_fault_hook(self._decode_fault)
         self.publisher = StepPublisher(self.slots, self.pieces, self.is_eog, self.stats, self._slot_done)
@@ -499,7 +502,8 @@ class Scheduler(SlotOperations):
         usable = [self._slot_usable(slot) for slot in self.slots]
         waiting = collections.deque()
         for task in self.queue:
-            slot = choose_slot(self.slots, task.params, usable, compact=self.pad_gaps)
+            slot = choose_slot(self.slots, task.params, usable, compact=self.pad_gaps,
+                               reuse_min=self.compact_reuse_min)
             if slot is None:
                 waiting.append(task)
                 continue

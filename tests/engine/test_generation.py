@@ -74,6 +74,28 @@ def test_same_tokens_as_stepping_by_hand(ctx4, model, vocab):
     assert sum(prefill) == sum(len(p) for p in prompts)
 
 
+def test_sampling_threads_do_not_change_the_tokens(model, vocab):
+    """A step's outputs sampled one per thread (a GPU loop's setting) or many per thread give
+    each sequence the same tokens: seeded, penalised, top-k and greedy requests side by side."""
+    prompts = [vocab.tokenize(p) for p in PROMPTS + ["The capital of France is"]]
+    params = [greedy(), SamplingParams(seed=5, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05),
+              SamplingParams(seed=6, temperature=1.0, repeat_penalty=1.3), SamplingParams(seed=7, temperature=0.7)]
+    got = []
+    for rows_per_thread in (16, 1):
+        ctx = Context(model, n_ctx=4 * 256, n_batch=512, n_seq_max=4, n_threads=4)
+        try:
+            gen = make(ctx, model, rows_per_thread=rows_per_thread)
+            for i, p in enumerate(prompts):
+                gen.add(i, Sampler(model, params[i]), p, 0, 256, 0, 16)
+            rc, steps = run(gen)
+            assert rc == RUN_IDLE
+            got.append([tokens_by_seq(steps)[i] for i in range(4)])
+        finally:
+            ctx.close()
+    assert all(len(t) == 16 for t in got[1])
+    assert got[0] == got[1]
+
+
 def test_a_cached_prefix_is_not_decoded_again(ctx4, model, vocab):
     prompt = vocab.tokenize(PROMPT)
     gen = make(ctx4, model)

@@ -14,6 +14,8 @@ from helpers import run_in_threads
 from llamacy.config import ServerConfig
 from llamacy.engine.model import Model
 from llamacy.models import default_model_path
+from llamacy.engine.generation import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
+from llamacy.serving.admission import COMPACT_REUSE_MIN
 from llamacy.server.state import DEVICE_TOP_K, loop_options
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
@@ -50,7 +52,9 @@ def test_the_models_say_whether_they_have_a_recurrent_state(mamba):
 def test_the_loop_pads_only_an_attention_model_on_a_gpu():
     auto, on, off = ServerConfig(), ServerConfig(backend_sampling="on"), ServerConfig(backend_sampling="off")
     assert loop_options(auto, gpu=True, recurrent=False, projector=False) | {"stable_on_at": 0} == {
-        "pad_gaps": True, "device_top_k": DEVICE_TOP_K, "device_auto": True, "stable_on_at": 0}
+        "pad_gaps": True, "device_top_k": DEVICE_TOP_K, "device_auto": True, "stable_on_at": 0,
+        "rows_per_thread": GPU_ROWS_PER_THREAD, "compact_reuse_min": COMPACT_REUSE_MIN}
+    assert loop_options(auto, gpu=False, recurrent=False, projector=False)["rows_per_thread"] == ROWS_PER_THREAD
     assert loop_options(auto, gpu=True, recurrent=True, projector=False)["pad_gaps"] is False
     assert loop_options(auto, gpu=True, recurrent=False, projector=True)["pad_gaps"] is False
     assert loop_options(auto, gpu=True, recurrent=False, projector=True)["device_top_k"] == 0
