@@ -41,6 +41,11 @@ cdef enum:
     R_ERROR = 2
     RING = 16             # step records between the loop and the IOLoop
     PARALLEL_MIN = 4      # outputs in a step from which sampling runs on several threads
+    # whole-row outputs per sampling thread at least: on a CPU the decode's threads are the
+    # sampling's, and a thread more costs more than 16 argmaxes; with a GPU the host's threads
+    # idle while it decodes
+    THREAD_ROWS = 16
+    GPU_THREAD_ROWS = 2
 
 # device top-k in "auto": on from this many outputs per step (a moving average), off below the
 # second. Measured on an H200: the device's top-k (a sort) costs about 0.3 ms a step whatever the
@@ -50,10 +55,7 @@ DEVICE_OFF_AT = 32.0
 # stable shape (with pad_gaps): from this many outputs per step on average, off below the second
 STABLE_ON_AT = 24.0
 STABLE_OFF_AT = 16.0
-# outputs per sampling thread at least: on a CPU the decode's threads are the sampling's, and a
-# thread more costs more than 16 argmaxes; with a GPU the host's threads idle while it decodes
-ROWS_PER_THREAD = 16
-GPU_ROWS_PER_THREAD = 2
+ROWS_PER_THREAD, GPU_ROWS_PER_THREAD = THREAD_ROWS, GPU_THREAD_ROWS
 
 ENTRY_TOKEN, ENTRY_PREFILL, ENTRY_SHIFT = E_TOKEN, E_PREFILL, E_SHIFT
 END_EOG, END_LIMIT, END_STOP, END_NOTHING = F_EOG, F_LIMIT, F_STOP, F_NOTHING
@@ -119,13 +121,13 @@ cdef class Generator:
                  int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1, bint pad_gaps=False,
                  DeviceTopK device_top_k=None, bint device_auto=False, double device_on_at=DEVICE_ON_AT,
                  double device_off_at=DEVICE_OFF_AT, double stable_on_at=STABLE_ON_AT,
-                 double stable_off_at=STABLE_OFF_AT, int32_t rows_per_thread=ROWS_PER_THREAD):
+                 double stable_off_at=STABLE_OFF_AT, int32_t rows_per_thread=THREAD_ROWS):
         """``pad_gaps`` (a GPU): throw-away tokens for idle sequences and, under load, a stable
         batch shape; ``device_top_k``/``device_auto``: outputs sampled from candidates selected on
         the device — both decided per step by ``step_plan.StepPlanner`` (its docstring says how),
         with the thresholds given here. With ``pad_gaps`` the loop also waits for the device
         right after each decode, timed apart ("sync"). A step's outputs are sampled on up to the
-        decode's thread count, at least ``rows_per_thread`` outputs each."""
+        decode's thread count, at least ``rows_per_thread`` whole-row outputs each (1 to 16)."""
         ctx._check()
         self.ctx = ctx
         self.c_ctx = ctx.c_ctx
@@ -149,7 +151,7 @@ cdef class Generator:
         self.out_probs = <TokenProb **> malloc(n_seq * sizeof(void *))
         self.probs_buf = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
         self.out_n_probs = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.rows_per_thread = rows_per_thread if rows_per_thread > 0 else 1
+        self.rows_per_thread = min(max(rows_per_thread, 1), THREAD_ROWS)
         self.sync_apart = pad_gaps    # a GPU: its work is timed apart (on a CPU llama_decode is the work)
         if (self.seqs == NULL or self.piece_ptr == NULL or self.piece_len == NULL or self.is_eog == NULL
                 or self.out_tok == NULL or self.out_core == NULL or self.out_rows == NULL or self.out_probs == NULL
@@ -476,10 +478,9 @@ cdef class Generator:
             n_pick = self._resolve_rows(start, m)
             if n_pick >= PARALLEL_MIN:   # at most as many threads as the decode used: one OpenMP pool
                 n_threads = llama_n_threads(self.c_ctx)
-                if n_threads > (n_pick + self.rows_per_thread - 1) // self.rows_per_thread:
-                    n_threads = (n_pick + self.rows_per_thread - 1) // self.rows_per_thread
-                if n_threads < 2:
-                    n_threads = 2
+                n_work = self._sampling_threads(n_pick)
+                if n_threads > n_work:
+                    n_threads = n_work
                 for k in prange(self.plan.n_out, schedule="static", num_threads=n_threads):
                     if self.out_core[k] != NULL:
                         self._sample_one(k)
@@ -490,6 +491,21 @@ cdef class Generator:
             self.tally.sample_s += now() - t0
             start += m
         return 0
+
+    cdef int32_t _sampling_threads(self, int32_t n_pick) noexcept nogil:
+        """Threads for sampling a step's ``n_pick`` outputs: an output sampled from its whole row
+        (a scan of n_vocab logits) counts THREAD_ROWS / rows_per_thread times one sampled from
+        its device candidates (128), and a thread takes THREAD_ROWS of those
+        — so a GPU loop (rows_per_thread 2) spreads whole rows wide but keeps device-candidate
+        outputs on few threads (measured on an H200: 128 of them on 16 threads took 4 ms, on 8
+        threads 0.17 ms). At least 2."""
+        cdef int32_t k, n_rows = 0, units, n
+        for k in range(self.plan.n_out):
+            if self.out_core[k] != NULL and self.out_cand[k] == NULL:
+                n_rows += 1
+        units = (n_pick - n_rows) + n_rows * (THREAD_ROWS // self.rows_per_thread)
+        n = (units + THREAD_ROWS - 1) // THREAD_ROWS
+        return n if n > 2 else 2
 
     cdef int32_t _resolve_rows(self, int32_t start, int32_t m) noexcept nogil:
         """Point each output of the piece [start, start + m) just decoded at its logits row (or
