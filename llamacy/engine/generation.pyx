@@ -12,7 +12,8 @@ repeats steps until it runs out of work or Python asks it to pause:
   whether each sequence goes on: end of generation, n_predict reached, a stop string completed
   (matched on bytes; the text layer cuts the text), nothing allowed, cancelled.
 
-What a step decodes is planned by ``step_plan.StepPlanner`` (its C types: ``loop_types.pxd``).
+What a step decodes is planned by ``step_plan.StepPlanner`` (its C types: ``loop_types.pxd``);
+its outputs are located and sampled by ``step_outputs.StepOutputs``.
 Each step's results go into a ring of step records, and an eventfd wakes the IOLoop, which
 ``drain()``s them in bulk and turns token ids into text and events. The loop holds a reference
 to every sampler it may use until the sequence is released, so Python can finish a request
@@ -22,16 +23,17 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memmove, memcmp
 from posix.unistd cimport write, usleep
-from cython.parallel cimport prange
 
 from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context, Batch
-from llamacy.engine.sampling cimport Sampler, SamplerCore, sample_core, sample_candidates, NO_LOGITS, NOTHING_ALLOWED
+from llamacy.engine.sampling cimport Sampler, SamplerCore, NOTHING_ALLOWED
 from llamacy.engine.device_sampling cimport DeviceTopK
 from llamacy.engine.loop_types cimport *
 from llamacy.engine.step_plan cimport StepPlanner
+from llamacy.engine.step_outputs cimport StepOutputs
 from llamacy.engine.topk cimport TokenProb
 
+from llamacy.engine.step_outputs import ROWS_PER_THREAD
 from llamacy.errors import DecodeError, LlamacyError
 
 cdef enum:
@@ -40,12 +42,6 @@ cdef enum:
     R_IDLE = 1
     R_ERROR = 2
     RING = 16             # step records between the loop and the IOLoop
-    PARALLEL_MIN = 4      # outputs in a step from which sampling runs on several threads
-    # whole-row outputs per sampling thread at least: on a CPU the decode's threads are the
-    # sampling's, and a thread more costs more than 16 argmaxes; with a GPU the host's threads
-    # idle while it decodes
-    THREAD_ROWS = 16
-    GPU_THREAD_ROWS = 2
 
 # device top-k in "auto": on from this many outputs per step (a moving average), off below the
 # second. Measured on an H200: the device's top-k (a sort) costs about 0.3 ms a step whatever the
@@ -55,7 +51,6 @@ DEVICE_OFF_AT = 32.0
 # stable shape (with pad_gaps): from this many outputs per step on average, off below the second
 STABLE_ON_AT = 24.0
 STABLE_OFF_AT = 16.0
-ROWS_PER_THREAD, GPU_ROWS_PER_THREAD = THREAD_ROWS, GPU_THREAD_ROWS
 
 ENTRY_TOKEN, ENTRY_PREFILL, ENTRY_SHIFT = E_TOKEN, E_PREFILL, E_SHIFT
 END_EOG, END_LIMIT, END_STOP, END_NOTHING = F_EOG, F_LIMIT, F_STOP, F_NOTHING
@@ -85,16 +80,7 @@ cdef class Generator:
     cdef int pause_flag
     cdef int notify_fd
     cdef StepPlanner plan          # what each step decodes (and its outputs: plan.out_*)
-    # one step's outputs
-    cdef llama_token * out_tok
-    cdef SamplerCore ** out_core
-    cdef float ** out_rows
-    cdef llama_token ** out_cand  # an output's device top-k candidates (out_rows: their logits), or NULL
-    cdef int32_t * out_n_cand
-    cdef TokenProb ** out_probs      # each output's n_probs results, in probs_buf
-    cdef TokenProb * probs_buf
-    cdef int32_t * out_n_probs
-    cdef int32_t rows_per_thread  # outputs per sampling thread at least
+    cdef StepOutputs outs          # the step's outputs: rows located, sampled
     cdef bint sync_apart          # wait for the device right after llama_decode (timed as "sync")
     # a failed step
     cdef int error_rc
@@ -107,10 +93,6 @@ cdef class Generator:
     def __cinit__(self):
         self.seqs = NULL
         self.piece_ptr = NULL
-        self.probs_buf = NULL
-        self.out_probs = NULL
-        self.out_cand = NULL
-        self.out_n_cand = NULL
         self.piece_len = NULL
         self.is_eog = NULL
         for i in range(RING):
@@ -121,7 +103,7 @@ cdef class Generator:
                  int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1, bint pad_gaps=False,
                  DeviceTopK device_top_k=None, bint device_auto=False, double device_on_at=DEVICE_ON_AT,
                  double device_off_at=DEVICE_OFF_AT, double stable_on_at=STABLE_ON_AT,
-                 double stable_off_at=STABLE_OFF_AT, int32_t rows_per_thread=THREAD_ROWS):
+                 double stable_off_at=STABLE_OFF_AT, int32_t rows_per_thread=ROWS_PER_THREAD):
         """``pad_gaps`` (a GPU): throw-away tokens for idle sequences and, under load, a stable
         batch shape; ``device_top_k``/``device_auto``: outputs sampled from candidates selected on
         the device — both decided per step by ``step_plan.StepPlanner`` (its docstring says how),
@@ -143,23 +125,10 @@ cdef class Generator:
         self.piece_ptr = <const char **> malloc(self.n_vocab * sizeof(void *))
         self.piece_len = <int32_t *> malloc(self.n_vocab * sizeof(int32_t))
         self.is_eog = <uint8_t *> calloc(self.n_vocab, 1)
-        self.out_tok = <llama_token *> malloc(n_seq * sizeof(llama_token))
-        self.out_core = <SamplerCore **> malloc(n_seq * sizeof(void *))
-        self.out_rows = <float **> malloc(n_seq * sizeof(void *))
-        self.out_cand = <llama_token **> calloc(n_seq, sizeof(void *))
-        self.out_n_cand = <int32_t *> calloc(n_seq, sizeof(int32_t))
-        self.out_probs = <TokenProb **> malloc(n_seq * sizeof(void *))
-        self.probs_buf = <TokenProb *> malloc(n_seq * self.max_n_probs * sizeof(TokenProb))
-        self.out_n_probs = <int32_t *> malloc(n_seq * sizeof(int32_t))
-        self.rows_per_thread = min(max(rows_per_thread, 1), THREAD_ROWS)
+        self.outs = StepOutputs(ctx, n_seq, self.max_n_probs, rows_per_thread)
         self.sync_apart = pad_gaps    # a GPU: its work is timed apart (on a CPU llama_decode is the work)
-        if (self.seqs == NULL or self.piece_ptr == NULL or self.piece_len == NULL or self.is_eog == NULL
-                or self.out_tok == NULL or self.out_core == NULL or self.out_rows == NULL or self.out_probs == NULL
-                or self.out_n_probs == NULL or self.probs_buf == NULL or self.out_cand == NULL
-                or self.out_n_cand == NULL):
+        if self.seqs == NULL or self.piece_ptr == NULL or self.piece_len == NULL or self.is_eog == NULL:
             raise MemoryError()
-        for i in range(n_seq):
-            self.out_probs[i] = &self.probs_buf[i * self.max_n_probs]
         cdef int32_t t
         cdef bytes piece
         self.max_piece = 1
@@ -191,14 +160,6 @@ cdef class Generator:
         free(self.piece_ptr)
         free(self.piece_len)
         free(self.is_eog)
-        free(self.out_tok)
-        free(self.out_cand)
-        free(self.out_n_cand)
-        free(self.out_core)
-        free(self.out_rows)
-        free(self.out_probs)
-        free(self.probs_buf)
-        free(self.out_n_probs)
         for i in range(RING):
             free(self.ring[i].entries)
             free(self.ring[i].probs)
@@ -395,7 +356,7 @@ cdef class Generator:
     cdef void _advance(self, StepRecord * rec, int32_t k) noexcept nogil:
         cdef int32_t s = self.plan.out_seq[k]
         cdef GenSeq * q = &self.seqs[s]
-        cdef llama_token tok = self.out_tok[k]
+        cdef llama_token tok = self.outs.tok[k]
         cdef int32_t flags = 0
         cdef Entry * e
         if self.plan.out_decoded[k] >= 0:
@@ -414,10 +375,10 @@ cdef class Generator:
                 if q.n_stops and _stop_completed(q, self.piece_ptr[tok], self.piece_len[tok]):
                     flags |= F_STOP
         e = add_entry(rec, self.seqs, E_TOKEN, s, tok, self.plan.out_decoded[k], flags)
-        if self.out_n_probs[k] > 0:
+        if self.outs.n_probs[k] > 0:
             e.probs_at = rec.n_probs_used
-            e.n_probs = self.out_n_probs[k]
-            memcpy(&rec.probs[rec.n_probs_used], self.out_probs[k], e.n_probs * sizeof(TokenProb))
+            e.n_probs = self.outs.n_probs[k]
+            memcpy(&rec.probs[rec.n_probs_used], self.outs.probs[k], e.n_probs * sizeof(TokenProb))
             rec.n_probs_used += e.n_probs
         if flags:
             llamacy_store(&q.state, SEQ_DONE)
@@ -450,7 +411,7 @@ cdef class Generator:
     cdef int _decode_and_sample(self, StepRecord * rec) noexcept nogil:
         """Decode the batch — in halving pieces while there is no KV room for it (llama_decode
         returns 1, leaving the memory as it was) — sampling each piece's outputs before the next."""
-        cdef int32_t n = self.batch.c_batch.n_tokens, start = 0, view = n, m, k, j, n_pick, n_threads
+        cdef int32_t n = self.batch.c_batch.n_tokens, start = 0, view = n, m, n_pick
         cdef int rc
         cdef double t0
         while start < n:
@@ -475,94 +436,12 @@ cdef class Generator:
                 self.error_rc = rc
                 return rc
             t0 = now()
-            n_pick = self._resolve_rows(start, m)
-            if n_pick >= PARALLEL_MIN:   # at most as many threads as the decode used: one OpenMP pool
-                n_threads = llama_n_threads(self.c_ctx)
-                n_work = self._sampling_threads(n_pick)
-                if n_threads > n_work:
-                    n_threads = n_work
-                for k in prange(self.plan.n_out, schedule="static", num_threads=n_threads):
-                    if self.out_core[k] != NULL:
-                        self._sample_one(k)
-            elif n_pick > 0:
-                for k in range(self.plan.n_out):
-                    if self.out_core[k] != NULL:
-                        self._sample_one(k)
+            n_pick = self.outs.resolve(start, m, self.plan.n_out, self.plan.out_idx, self.plan.out_seq,
+                                       self.batch.c_batch.logits, self.seqs, self.plan.dev, &self.tally)
+            self.outs.sample(self.plan.n_out, n_pick)
             self.tally.sample_s += now() - t0
             start += m
         return 0
-
-    cdef int32_t _sampling_threads(self, int32_t n_pick) noexcept nogil:
-        """Threads for sampling a step's ``n_pick`` outputs: an output sampled from its whole row
-        (a scan of n_vocab logits) counts THREAD_ROWS / rows_per_thread times one sampled from
-        its device candidates (128), and a thread takes THREAD_ROWS of those
-        — so a GPU loop (rows_per_thread 2) spreads whole rows wide but keeps device-candidate
-        outputs on few threads (measured on an H200: 128 of them on 16 threads took 4 ms, on 8
-        threads 0.17 ms). At least 2."""
-        cdef int32_t k, n_rows = 0, units, n
-        for k in range(self.plan.n_out):
-            if self.out_core[k] != NULL and self.out_cand[k] == NULL:
-                n_rows += 1
-        units = (n_pick - n_rows) + n_rows * (THREAD_ROWS // self.rows_per_thread)
-        n = (units + THREAD_ROWS - 1) // THREAD_ROWS
-        return n if n > 2 else 2
-
-    cdef int32_t _resolve_rows(self, int32_t start, int32_t m) noexcept nogil:
-        """Point each output of the piece [start, start + m) just decoded at its logits row (or
-        its device candidates); returns how many. libllama keeps a decode's output rows in batch
-        order, n_vocab apart — raw logits and backend-sampled ones alike — so the rows are found
-        from one lookup of each kind (every per-row lookup waits for the device again)."""
-        cdef int32_t k, j = start, n_pick = 0, ordinal = 0, n_cand = 0
-        cdef int64_t stride = self.n_vocab
-        cdef float * raw = NULL
-        cdef float * dev_logits = NULL
-        cdef llama_token * dev_cand = NULL
-        cdef int8_t * flags = self.batch.c_batch.logits
-        cdef int32_t * out_idx = self.plan.out_idx
-        cdef int32_t * out_seq = self.plan.out_seq
-        for k in range(self.plan.n_out):
-            if not (start <= out_idx[k] < start + m):
-                self.out_core[k] = NULL
-                continue
-            while j < out_idx[k]:   # outputs before this one in the piece
-                if flags[j]:
-                    ordinal += 1
-                j += 1
-            self.out_cand[k] = NULL
-            self.out_core[k] = self.seqs[out_seq[k]].core
-            self.tally.outputs += 1
-            n_pick += 1
-            if self.plan.dev is not None and self.plan.dev.chains[out_seq[k]] != NULL:
-                self.tally.device_outputs += 1
-                if dev_logits == NULL:
-                    dev_logits = llama_get_sampled_logits_ith(self.c_ctx, out_idx[k] - start)
-                    dev_cand = llama_get_sampled_candidates_ith(self.c_ctx, out_idx[k] - start)
-                    n_cand = llama_get_sampled_logits_count_ith(self.c_ctx, out_idx[k] - start)
-                    if dev_logits == NULL or dev_cand == NULL:
-                        self.out_rows[k] = NULL
-                        continue
-                    dev_logits -= ordinal * stride
-                    dev_cand -= ordinal * stride
-                self.out_rows[k] = dev_logits + ordinal * stride
-                self.out_cand[k] = dev_cand + ordinal * stride
-                self.out_n_cand[k] = n_cand
-            else:
-                if raw == NULL:
-                    raw = llama_get_logits(self.c_ctx)
-                    if raw == NULL:
-                        self.out_rows[k] = NULL
-                        continue
-                self.out_rows[k] = raw + ordinal * stride
-        return n_pick
-
-    cdef void _sample_one(self, int32_t k) noexcept nogil:
-        cdef llama_token tok
-        if self.out_cand[k] != NULL:
-            tok = sample_candidates(self.out_core[k], self.out_cand[k], self.out_rows[k], self.out_n_cand[k])
-            self.out_n_probs[k] = 0
-        else:
-            tok = sample_core(self.out_core[k], self.out_rows[k], self.out_probs[k], &self.out_n_probs[k])
-        self.out_tok[k] = NOTHING_ALLOWED if tok == NO_LOGITS else tok
 
     # --- results (IOLoop thread) --------------------------------------------------------
     def drain(self) -> list:

@@ -247,7 +247,8 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
     steps have many outputs (where it pays), never with a projector. With a GPU a step's outputs
     are sampled on more threads, and a request takes the lowest idle slot unless another holds
     far more of its prompt (LLAMACY_ROWS_PER_THREAD, LLAMACY_COMPACT_REUSE_MIN: benchmark knobs)."""
-    from llamacy.engine.generation import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD, STABLE_ON_AT
+    from llamacy.engine.generation import STABLE_ON_AT
+    from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
     from llamacy.serving.admission import COMPACT_REUSE_MIN
     backend_sampling = c.backend_sampling == "on" or (c.backend_sampling == "auto" and gpu)
     rows = os.environ.get("LLAMACY_ROWS_PER_THREAD") or (GPU_ROWS_PER_THREAD if gpu else ROWS_PER_THREAD)

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 from llamacy.engine.context import Batch, Context
 from llamacy.engine.device_sampling import DeviceTopK
-from llamacy.engine.generation import ROWS_PER_THREAD, RUN_ERROR, STABLE_OFF_AT, STABLE_ON_AT, Generator
+from llamacy.engine.generation import RUN_ERROR, STABLE_OFF_AT, STABLE_ON_AT, Generator
 from llamacy.engine.model import Model
+from llamacy.engine.step_outputs import ROWS_PER_THREAD
 from llamacy.errors import InvalidRequestError, LlamacyError, NoKvSlotError, QueueFullError, UnavailableError
 from llamacy.serving.admission import COMPACT_REUSE_MIN, choose_slot, start_request
 from llamacy.serving.embedding_queue import EmbeddingQueue

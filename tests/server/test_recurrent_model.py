@@ -14,7 +14,7 @@ from helpers import run_in_threads
 from llamacy.config import ServerConfig
 from llamacy.engine.model import Model
 from llamacy.models import default_model_path
-from llamacy.engine.generation import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
+from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
 from llamacy.serving.admission import COMPACT_REUSE_MIN
 from llamacy.server.state import DEVICE_TOP_K, loop_options
 
