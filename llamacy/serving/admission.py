@@ -6,9 +6,11 @@ waits for that slot. With ``compact`` (a GPU loop that pads the gaps between bus
 the lowest idle slot id is taken unless another idle slot holds at least COMPACT_REUSE_MIN more
 tokens of the prompt: every idle slot below a busy one costs a throw-away token per step for as
 long as the request runs, while re-evaluating a few hundred prompt tokens on a GPU costs about
-one step — so busy slots stay together. Starting the request keeps the common prefix of the slot's KV cache
-(always at least one prompt token is re-evaluated, for its logits), truncates a prompt that
-does not fit, and builds the request's sampler.
+one step — so busy slots stay together.
+
+Starting the request keeps the common prefix of the slot's KV cache (always at least one prompt
+token is re-evaluated, for its logits), truncates a prompt that does not fit, and builds the
+request's sampler.
 """
 from __future__ import annotations
 
