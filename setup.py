@@ -19,7 +19,7 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-ENGINE_MODULES = ["model", "context", "custom_samplers", "sampling", "device_sampling", "step_plan", "step_outputs", "generation", "backends", "multimodal"]
+ENGINE_MODULES = ["model", "context", "custom_samplers", "sampler_core", "sampling", "device_sampling", "step_plan", "step_outputs", "generation", "backends", "multimodal"]
 # linked by the extensions (under their SONAME); every libggml-<backend>.so beside them is a
 # backend module ggml loads at run time (CPU variants, RPC, CUDA).
 LINKED_LIBS = ("libllama.so.0", "libggml.so.0", "libggml-base.so.0", "libmtmd.so.0")

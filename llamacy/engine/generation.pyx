@@ -26,7 +26,8 @@ from posix.unistd cimport write, usleep
 
 from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context, Batch
-from llamacy.engine.sampling cimport Sampler, SamplerCore, NOTHING_ALLOWED
+from llamacy.engine.sampling cimport Sampler
+from llamacy.engine.sampler_core cimport SamplerCore, NOTHING_ALLOWED
 from llamacy.engine.device_sampling cimport DeviceTopK
 from llamacy.engine.loop_types cimport *
 from llamacy.engine.step_plan cimport StepPlanner

@@ -6,7 +6,7 @@ from libc.stdint cimport int32_t, int64_t
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from third_party.ggml.llama cimport llama_token
-from llamacy.engine.sampling cimport SamplerCore
+from llamacy.engine.sampler_core cimport SamplerCore
 from llamacy.engine.topk cimport TokenProb
 
 cdef extern from *:

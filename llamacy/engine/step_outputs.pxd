@@ -2,7 +2,7 @@ from libc.stdint cimport int8_t, int32_t
 from third_party.ggml.llama cimport llama_context, llama_token
 from llamacy.engine.device_sampling cimport DeviceTopK
 from llamacy.engine.loop_types cimport GenSeq, LoopCounters
-from llamacy.engine.sampling cimport SamplerCore
+from llamacy.engine.sampler_core cimport SamplerCore
 from llamacy.engine.topk cimport TokenProb
 
 

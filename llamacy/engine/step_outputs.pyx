@@ -9,7 +9,7 @@ from cython.parallel cimport prange
 
 from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context
-from llamacy.engine.sampling cimport sample_core, sample_candidates, NO_LOGITS, NOTHING_ALLOWED
+from llamacy.engine.sampler_core cimport sample_core, sample_candidates, NO_LOGITS, NOTHING_ALLOWED
 
 cdef enum:
     PARALLEL_MIN = 4      # outputs in a step from which sampling runs on several threads

@@ -25,7 +25,7 @@ from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context, Batch
 from llamacy.engine.device_sampling cimport DeviceTopK
 from llamacy.engine.loop_types cimport *
-from llamacy.engine.sampling cimport SamplerCore
+from llamacy.engine.sampler_core cimport SamplerCore
 
 cdef enum:
     STREAM_MAX = 16       # stable shape: a prompt remainder up to this long goes in a token a step
