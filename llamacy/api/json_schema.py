@@ -33,9 +33,11 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from llamacy.api.limits import DEFAULT_LIMITS, check_json_depth
-from llamacy.errors import InvalidRequestError, UnsupportedSchemaError
+from llamacy.errors import InvalidRequestError
 from llamacy.api.gbnf_parts import (_class_char, _invalid, _is_token, _json_text, _lit, _nat_range, _paren,
                                      _Pattern, _unsupported)
+from llamacy.api.schema_allof import TYPES as _TYPES, Unsatisfiable as _Unsatisfiable
+from llamacy.api.schema_allof import merge_parts, unsat as _unsat
 
 __all__ = ["json_schema_to_grammar", "compose_grammar", "any_json_object_grammar", "JSON_OBJECT_GRAMMAR"]
 
@@ -69,7 +71,6 @@ _PRIMITIVES: dict[str, tuple[str, tuple[str, ...]]] = {
     "email": (r'[A-Za-z0-9._%+-]{1,64} "@" [A-Za-z0-9-]{1,63} ( "." [A-Za-z0-9-]{1,63} ){1,4}', ()),
 }
 _FORMATS = ("date", "time", "date-time", "uuid", "email")
-_TYPES = ("object", "array", "string", "integer", "number", "boolean", "null")
 
 _UNSUPPORTED = (
     "patternProperties", "propertyNames", "dependentRequired", "dependentSchemas", "dependencies",
@@ -95,14 +96,6 @@ _OBJECT_KEYS = {"properties", "required", "additionalProperties"}
 _ARRAY_KEYS = {"items", "prefixItems", "additionalItems", "minItems", "maxItems"}
 _STRING_KEYS = {"minLength", "maxLength", "pattern", "format"}
 _NUMBER_KEYS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
-
-class _Unsatisfiable(UnsupportedSchemaError):
-    """No instance can match; an ``anyOf`` branch like that is dropped."""
-
-
-def _unsat(message: str) -> UnsupportedSchemaError:
-    return _Unsatisfiable(f"invalid JSON Schema: {message}")
-
 
 def _sanitize(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-") or "x"
@@ -342,77 +335,8 @@ class _Converter:
         raise _unsupported("$ref cycle inside allOf")
 
     def merge(self, schemas: list[Any]) -> dict:
-        """One schema equivalent to ``allOf: schemas`` (object keywords merged per property)."""
-        parts = [d for s in schemas for d in self.deref(s)]
-        out: dict[str, Any] = {}
-        choices: list[list[Any]] = [p[k] for p in parts for k in ("anyOf", "oneOf") if k in p]
-        for key in dict.fromkeys(k for p in parts for k in p):
-            vals = [p[key] for p in parts if key in p]
-            if key in ("anyOf", "oneOf", "properties", "additionalProperties", "const", "enum"):
-                continue
-            if key == "type":
-                sets = [{v} if isinstance(v, str) else set(v) for v in vals]
-                for s in sets:
-                    s |= {"integer"} if "number" in s else set()
-                common = set.intersection(*sets)
-                if not common:
-                    raise _unsat("allOf with conflicting 'type'")
-                out["type"] = [t for t in _TYPES if t in common and
-                               not (t == "integer" and "number" in common)]
-            elif key == "required":
-                out[key] = list(dict.fromkeys(k for v in vals for k in v))
-            elif key in ("minLength", "minItems", "minimum", "exclusiveMinimum"):
-                out[key] = max(vals)
-            elif key in ("maxLength", "maxItems", "maximum", "exclusiveMaximum"):
-                out[key] = min(vals)
-            elif key == "items" and all(isinstance(v, dict) for v in vals):
-                out[key] = vals[0] if len(vals) == 1 else {"allOf": vals}
-            elif all(v == vals[0] for v in vals):
-                out[key] = vals[0]
-            else:
-                raise _unsupported(f"allOf with conflicting '{key}'")
-        enums = [[p["const"]] if "const" in p else p["enum"] for p in parts
-                 if "const" in p or "enum" in p]
-        if enums:
-            out["enum"] = [v for v in enums[0] if all(_in_enum(v, e) for e in enums[1:])]
-            if not out["enum"]:
-                raise _unsat("allOf with disjoint 'enum'/'const'")
-        self.merge_objects(parts, out)
-        if choices:
-            combos: list[list[Any]] = [[]]
-            for options in choices:
-                combos = [c + [o] for c in combos for o in options]
-                if len(combos) > 256:
-                    raise _unsupported("allOf of anyOf/oneOf with too many combinations")
-            out = {"anyOf": [{"allOf": [dict(out)] + c} for c in combos]}
-        return out
-
-    def merge_objects(self, parts: list[dict], out: dict) -> None:
-        names = list(dict.fromkeys(k for p in parts for k in p.get("properties", {})))
-        props: dict[str, Any] = {}
-        for key in names:
-            subs: list[Any] = []
-            for p in parts:
-                if key in p.get("properties", {}):
-                    subs.append(p["properties"][key])
-                elif "additionalProperties" in p:
-                    subs.append(p["additionalProperties"])
-            if False in subs:
-                if key in out.get("required", []):
-                    raise _unsat(f"allOf forbids required property '{key}'")
-                continue
-            subs = [s for s in subs if s is not True]
-            props[key] = subs[0] if len(subs) == 1 else {"allOf": subs} if subs else {}
-        if any("properties" in p for p in parts):
-            out["properties"] = props
-        extras = [p["additionalProperties"] for p in parts if "additionalProperties" in p]
-        if False in extras:
-            out["additionalProperties"] = False
-        elif any(isinstance(e, dict) for e in extras):
-            dicts = [e for e in extras if isinstance(e, dict)]
-            out["additionalProperties"] = dicts[0] if len(dicts) == 1 else {"allOf": dicts}
-        elif extras:
-            out["additionalProperties"] = True
+        """One schema equivalent to ``allOf: schemas`` (refs inlined: ``schema_allof``)."""
+        return merge_parts([d for s in schemas for d in self.deref(s)])
 
     # ---- literals ----
     def const(self, value: Any) -> str:
@@ -609,10 +533,6 @@ def _has_type(value: Any, t: str) -> bool:
             "number": isinstance(value, (int, float)) and not isinstance(value, bool),
             "string": isinstance(value, str), "array": isinstance(value, list),
             "object": isinstance(value, dict)}[t]
-
-
-def _in_enum(value: Any, values: list[Any]) -> bool:
-    return any(v == value and isinstance(v, bool) == isinstance(value, bool) for v in values)
 
 
 def _int_bounds(schema: dict) -> tuple[int | None, int | None]:
