@@ -17,35 +17,23 @@ from third_party.ggml.ggml cimport ggml_log_level, GGML_LOG_LEVEL_DEBUG, GGML_LO
     GGML_NUMA_STRATEGY_DISTRIBUTE, GGML_NUMA_STRATEGY_ISOLATE, GGML_NUMA_STRATEGY_NUMACTL
 from third_party.ggml.llama cimport *
 from third_party.ggml.gguf cimport gguf_context, gguf_init_params, gguf_init_from_file, gguf_free, gguf_find_tensor
+from llamacy.engine.engine_log cimport LogRoute, route_level, log_line
 
 from llamacy.errors import ModelLoadError, LlamacyError
 
 _engine_log = logging.getLogger("llamacy.engine.llama")
 
-# Lowest ggml log level forwarded to Python; lines below it are dropped in C without the GIL.
-cdef int c_log_threshold = GGML_LOG_LEVEL_WARN
-cdef int c_last_level = GGML_LOG_LEVEL_INFO
+# ggml's log lines from the warning level on (--verbose: info too) go to Python logging
+cdef LogRoute c_log = LogRoute(threshold=GGML_LOG_LEVEL_WARN, last_level=GGML_LOG_LEVEL_INFO)
 cdef bint c_backend_ready = False
 
 
 cdef void _log_callback(ggml_log_level level, const char * text, void * user_data) noexcept nogil:
-    global c_last_level
-    cdef int lvl = level
-    if lvl == GGML_LOG_LEVEL_CONT:
-        lvl = c_last_level
-    else:
-        c_last_level = lvl
-    if lvl < c_log_threshold:
+    cdef int lvl = route_level(&c_log, level)
+    if lvl < c_log.threshold:
         return
     with gil:
-        try:
-            msg = (<bytes>text).decode("utf-8", "replace").rstrip("\n")
-            if msg:
-                py_level = {GGML_LOG_LEVEL_DEBUG: logging.DEBUG, GGML_LOG_LEVEL_INFO: logging.INFO,
-                            GGML_LOG_LEVEL_WARN: logging.WARNING}.get(lvl, logging.ERROR)
-                _engine_log.log(py_level, "%s", msg)
-        except BaseException:
-            pass
+        log_line(_engine_log, lvl, text)
 
 
 _SPLIT = {"none": LLAMA_SPLIT_MODE_NONE, "layer": LLAMA_SPLIT_MODE_LAYER, "row": LLAMA_SPLIT_MODE_ROW}
@@ -56,9 +44,9 @@ _NUMA = {None: GGML_NUMA_STRATEGY_DISABLED, "distribute": GGML_NUMA_STRATEGY_DIS
 def init_backend(*, verbose: bool | None = None, numa: str | None = None) -> None:
     """Initialise libllama once per process and route its logs into Python logging
     (``verbose``: forward the engine's info lines too; None keeps the current setting)."""
-    global c_backend_ready, c_log_threshold
+    global c_backend_ready
     if verbose is not None:
-        c_log_threshold = GGML_LOG_LEVEL_INFO if verbose else GGML_LOG_LEVEL_WARN
+        c_log.threshold = GGML_LOG_LEVEL_INFO if verbose else GGML_LOG_LEVEL_WARN
     if c_backend_ready:
         return
     if numa not in _NUMA:

@@ -21,13 +21,13 @@ from third_party.ggml.mtmd cimport *
 from third_party.ggml.mtmd_helper cimport *
 from llamacy.engine.model cimport Model
 from llamacy.engine.context cimport Context
+from llamacy.engine.engine_log cimport LogRoute, route_level, log_line
 
 from llamacy.errors import DecodeError, ModelLoadError
 
 _mtmd_log = logging.getLogger("llamacy.engine.mtmd")
 
-cdef int c_log_threshold = GGML_LOG_LEVEL_WARN
-cdef int c_last_level = GGML_LOG_LEVEL_INFO
+cdef LogRoute c_log = LogRoute(threshold=GGML_LOG_LEVEL_WARN, last_level=GGML_LOG_LEVEL_INFO)
 _last_error = [""]      # the last error line libmtmd logged (why a load failed)
 
 CHUNK_TEXT, CHUNK_IMAGE, CHUNK_AUDIO = "text", "image", "audio"
@@ -35,25 +35,13 @@ MAX_IMAGE_SIDE = 16384  # pixels: a decoded image larger than this is refused (m
 
 
 cdef void _log_callback(ggml_log_level level, const char * text, void * user_data) noexcept nogil:
-    global c_last_level
-    cdef int lvl = level
-    if lvl == GGML_LOG_LEVEL_CONT:
-        lvl = c_last_level
-    else:
-        c_last_level = lvl
-    if lvl < c_log_threshold and lvl < GGML_LOG_LEVEL_ERROR:
+    cdef int lvl = route_level(&c_log, level)
+    if lvl < c_log.threshold and lvl < GGML_LOG_LEVEL_ERROR:
         return
     with gil:
-        try:
-            msg = (<bytes>text).decode("utf-8", "replace").strip()
-            if msg:
-                if lvl >= GGML_LOG_LEVEL_ERROR:
-                    _last_error[0] = msg
-                py_level = {GGML_LOG_LEVEL_DEBUG: logging.DEBUG, GGML_LOG_LEVEL_INFO: logging.INFO,
-                            GGML_LOG_LEVEL_WARN: logging.WARNING}.get(lvl, logging.ERROR)
-                _mtmd_log.log(py_level, "%s", msg)
-        except BaseException:
-            pass
+        msg = log_line(_mtmd_log, lvl, text)
+        if msg and lvl >= GGML_LOG_LEVEL_ERROR:
+            _last_error[0] = msg.strip()
 
 
 cdef class Projector
@@ -150,9 +138,8 @@ cdef class Projector:
                  bint warmup=True):
         """Load ``path`` for ``model``; ModelLoadError (naming libmtmd's reason) when it is not a
         projector or does not match the model."""
-        global c_log_threshold
         model._check()
-        c_log_threshold = GGML_LOG_LEVEL_INFO if verbose else GGML_LOG_LEVEL_WARN
+        c_log.threshold = GGML_LOG_LEVEL_INFO if verbose else GGML_LOG_LEVEL_WARN
         mtmd_helper_log_set(_log_callback, NULL)
         cdef mtmd_context_params params = mtmd_context_params_default()
         params.use_gpu = use_gpu
