@@ -29,6 +29,16 @@ import sys
 import numpy as np
 
 
+def random_weights(seed: int, default_scale: float):
+    """``weights(*shape, scale=default_scale)``: float32 normal values times scale, all drawn
+    from one generator seeded with ``seed`` (so a file's tensors depend on their order only)."""
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int, scale: float = default_scale) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    return weights
+
+
 def copy_tokenizer(reader, writer, skip: frozenset[str] = frozenset()) -> int:
     """Copy every ``tokenizer.*`` key of ``reader`` (but those in ``skip``) into ``writer``;
     returns the vocab size."""
@@ -80,10 +90,7 @@ def make(out: str, source: str, fim: tuple[int, ...] | None, n_embd: int = 32, n
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(n_vocab)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    rng = np.random.default_rng(seed)
-
-    def weights(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+    weights = random_weights(seed, 0.05)
 
     writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd))
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
@@ -125,10 +132,7 @@ def make_mamba(out: str, source: str, n_embd: int = 32, n_layer: int = 1, d_stat
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(n_vocab)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    rng = np.random.default_rng(seed)
-
-    def weights(*shape: int, scale: float = 0.05) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    weights = random_weights(seed, 0.05)
 
     writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd))
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
@@ -176,10 +180,7 @@ def make_projector(out: str, n_embd_text: int, n_embd: int = 32, n_layer: int = 
     writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
     writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
-    rng = np.random.default_rng(seed)
-
-    def weights(*shape: int, scale: float = 0.2) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    weights = random_weights(seed, 0.2)
 
     def ones(n: int) -> np.ndarray:
         return np.ones(n, dtype=np.float32)
@@ -248,10 +249,7 @@ def make_reranker(out: str, source: str, template: str | None = None, n_embd: in
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_vocab_size(n_vocab)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    rng = np.random.default_rng(seed)
-
-    def weights(*shape: int, scale: float = 0.05) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
+    weights = random_weights(seed, 0.05)
 
     writer.add_tensor("token_embd.weight", weights(n_vocab, n_embd, scale=1.0))
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
