@@ -12,6 +12,7 @@ cdef class StepOutputs:
     cdef int32_t n_vocab
     cdef int32_t max_n_probs
     cdef int32_t rows_per_thread  # whole-row outputs per sampling thread at least
+    cdef int32_t n_rows           # outputs of the last resolve() sampled from their whole row
     # per output of the step, in the planner's order
     cdef llama_token * tok        # the sampled token (NOTHING_ALLOWED: none)
     cdef SamplerCore ** core      # its sampler; NULL: not in the decoded piece
@@ -26,5 +27,5 @@ cdef class StepOutputs:
                          const int32_t * out_seq, const int8_t * flags, GenSeq * seqs, DeviceTopK dev,
                          LoopCounters * tally) noexcept nogil
     cdef void sample(self, int32_t n_out, int32_t n_pick) noexcept nogil
-    cdef int32_t _threads(self, int32_t n_out, int32_t n_pick) noexcept nogil
+    cdef int32_t _threads(self, int32_t n_pick) noexcept nogil
     cdef void _sample_one(self, int32_t k) noexcept nogil

@@ -79,6 +79,7 @@ cdef class StepOutputs:
         cdef float * raw = NULL
         cdef float * dev_logits = NULL
         cdef llama_token * dev_cand = NULL
+        self.n_rows = 0
         for k in range(n_out):
             if not (start <= out_idx[k] < start + m):
                 self.core[k] = NULL
@@ -112,6 +113,7 @@ cdef class StepOutputs:
                         self.rows[k] = NULL
                         continue
                 self.rows[k] = raw + ordinal * stride
+                self.n_rows += 1
         return n_pick
 
     cdef void sample(self, int32_t n_out, int32_t n_pick) noexcept nogil:
@@ -119,7 +121,7 @@ cdef class StepOutputs:
         cdef int32_t k, n_threads
         if n_pick >= PARALLEL_MIN:   # at most as many threads as the decode used: one OpenMP pool
             n_threads = llama_n_threads(self.c_ctx)
-            k = self._threads(n_out, n_pick)
+            k = self._threads(n_pick)
             if n_threads > k:
                 n_threads = k
             for k in prange(n_out, schedule="static", num_threads=n_threads):
@@ -130,18 +132,15 @@ cdef class StepOutputs:
                 if self.core[k] != NULL:
                     self._sample_one(k)
 
-    cdef int32_t _threads(self, int32_t n_out, int32_t n_pick) noexcept nogil:
+    cdef int32_t _threads(self, int32_t n_pick) noexcept nogil:
         """Threads for sampling ``n_pick`` outputs: an output sampled from its whole row (a scan
         of n_vocab logits) counts THREAD_ROWS / rows_per_thread times one sampled from its
         device candidates (128), and a thread takes THREAD_ROWS of those — so a GPU loop
         (rows_per_thread 2) spreads whole rows wide but keeps device-candidate outputs on few
         threads (measured on an H200: 128 of them on 16 threads took 4 ms, on 8 threads
         0.17 ms). At least 2."""
-        cdef int32_t k, n_rows = 0, units, n
-        for k in range(n_out):
-            if self.core[k] != NULL and self.cand[k] == NULL:
-                n_rows += 1
-        units = (n_pick - n_rows) + n_rows * (THREAD_ROWS // self.rows_per_thread)
+        cdef int32_t units, n
+        units = (n_pick - self.n_rows) + self.n_rows * (THREAD_ROWS // self.rows_per_thread)
         n = (units + THREAD_ROWS - 1) // THREAD_ROWS
         return n if n > 2 else 2
 

@@ -51,9 +51,9 @@ def choose_slot(slots: list[Slot], p: CompletionParams, usable: list[bool], comp
         lowest = idle[0]
         if not p.cache_prompt:
             return lowest
-        best = max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), -s.id))
-        gain = common_prefix(best.cache_tokens, p.prompt_tokens) - common_prefix(lowest.cache_tokens, p.prompt_tokens)
-        return best if gain >= reuse_min else lowest
+        cached = {s.id: common_prefix(s.cache_tokens, p.prompt_tokens) for s in idle}
+        best = max(idle, key=lambda s: (cached[s.id], -s.id))
+        return best if cached[best.id] - cached[lowest.id] >= reuse_min else lowest
     if p.cache_prompt:
         return max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), -s.last_used))
     return max(idle, key=lambda s: -s.last_used)
