@@ -37,3 +37,13 @@ def test_a_tail_and_late_arrivals_lower_the_limit():
     t2 = 0.01 + 0.01 / 7
     expected = 20 / (5 * 0.01 + 5 * t2 + 5 * 0.01)
     assert bench_server.workload_limit([[10], [5, 5]], [0.0, 0.045], step) == pytest.approx(expected)
+
+
+def test_repeated_runs_report_the_median_run_and_the_ratio_range():
+    key = ("greedy", 4)
+    ours = [{key: {"tok_s": t, "ttft_ms": t / 10}} for t in (90.0, 130.0, 110.0)]
+    ref = [{key: {"tok_s": t, "ttft_ms": 0.0}} for t in (100.0, 100.0, 120.0)]
+    assert bench_server.median_runs(ours)[key] == {"tok_s": 110.0, "ttft_ms": 11.0}    # the whole middle run
+    assert bench_server.median_runs(ours[:2])[key]["tok_s"] == 90.0                     # even: the lower middle
+    low, high = bench_server.ratio_range(ours, ref, key)
+    assert (low, high) == (pytest.approx(0.9), pytest.approx(1.3))

@@ -22,7 +22,11 @@ repacks weights. llama.cpp's binaries are built here once from the pinned sdist 
 7 minutes on 2 cores) and cached in ~/.cache/llamacy/bench-tools/; ``--llama-bin DIR`` uses
 others (e.g. a CUDA build on the lent GPU machine).
 
-    python tools/bench_server.py --clients 1,4,16,64 --n-predict 64
+    python tools/bench_server.py --clients 1,4,16,64 --n-predict 64 [--repeat 3]
+
+``--repeat N`` runs the two servers N times each, one after the other, and reports each cell's
+median run with the range of the N llamacy / llama-server ratios: on a small shared machine one
+run's ratio is good to about ±15 %.
 """
 from __future__ import annotations
 
@@ -308,6 +312,18 @@ def run_server(cmd: list[str], clients: list[int], workloads: list[str], n_predi
     return out
 
 
+def median_runs(runs: list[dict]) -> dict:
+    """Per (workload, clients): the run with the median tokens/s (the lower middle of an even
+    count), whole — its TTFT, client tokens and breakdown stay together."""
+    return {key: sorted((r[key] for r in runs), key=lambda x: x["tok_s"])[(len(runs) - 1) // 2] for key in runs[0]}
+
+
+def ratio_range(ours: list[dict], ref: list[dict], key) -> tuple[float, float]:
+    """The lowest and highest llamacy / llama-server ratio over runs made one after the other."""
+    ratios = [o[key]["tok_s"] / r[key]["tok_s"] for o, r in zip(ours, ref) if r[key]["tok_s"]]
+    return min(ratios), max(ratios)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", "-m", default=None, help="GGUF (default: the default model)")
@@ -326,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run llamacy again with these extra arguments (e.g. \"--no-backend-sampling\"): one more "
                          "column each time it is given; leading NAME=VALUE words are its environment (e.g. "
                          "\"LLAMACY_STABLE_ON_AT=inf\")")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run llama-server and llamacy N times each, alternating, and report each cell's "
+                         "median run and the range of the N ratios (a shared 2-core machine drifts ±15 %% "
+                         "between runs)")
     args = ap.parse_args(argv)
     logs = Path(args.log_dir) if args.log_dir else None
     if logs:
@@ -347,13 +367,19 @@ def main(argv: list[str] | None = None) -> int:
                                                     *(["-t", str(args.threads)] if args.threads else [])])
     ref_cmd = [str(bin_dir / "llama-server"), *common, "-fa", "on", *([] if args.gpu else ["--no-repack"])]
     ours_cmd = [sys.executable, "-m", "llamacy", *common, "-fa", "--log-format", "text", "--metrics"]
-    ref = run_server(ref_cmd, clients, workloads, args.n_predict, logs / "llama-server.log" if logs else None)
+    def log(name: str, i: int) -> Path | None:
+        return logs / (f"{name}.log" if args.repeat == 1 else f"{name}-{i + 1}.log") if logs else None
+
+    ref_runs, ours_runs = [], []
+    for i in range(max(args.repeat, 1)):     # alternating: a drift of the machine hits both alike
+        ref_runs.append(run_server(ref_cmd, clients, workloads, args.n_predict, log("llama-server", i)))
+        ours_runs.append(run_server(ours_cmd, clients, workloads, args.n_predict, log("llamacy", i), probe=True))
+    ref, ours = median_runs(ref_runs), median_runs(ours_runs)
     extra = []    # (label, results, is llamacy)
     if args.llama_server_also:
         extra.append((f"llama-server {args.llama_server_also}",
                       run_server(ref_cmd + shlex.split(args.llama_server_also), clients, workloads, args.n_predict,
                                  logs / "llama-server-also.log" if logs else None), False))
-    ours = run_server(ours_cmd, clients, workloads, args.n_predict, logs / "llamacy.log" if logs else None, probe=True)
     for i, also in enumerate(args.llamacy_also):
         words = shlex.split(also)
         env = {}
@@ -365,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                                  logs / f"llamacy-also-{i + 1}.log" if logs else None, probe=True, env=env), True))
     print(f"model {os.path.basename(model)}, {slots} slots x {args.ctx_per_slot} context, n_predict {args.n_predict} "
           f"(sampled: {args.n_predict // 2}-{args.n_predict * 2}), flash attention on, "
-          f"{time.strftime('%Y-%m-%d')}")
+          f"{time.strftime('%Y-%m-%d')}" + (f"; each cell the median of {args.repeat} alternating runs, the "
+                                              "ratio's range over the run pairs in brackets" if args.repeat > 1 else ""))
     more = "".join(f" {label} tok/s (TTFT ms) |" for label, _, _ in extra)
     step_s = step_seconds(limit)
     print("| workload | clients | engine limit (batched-bench S_TG) | workload limit | llama-server tok/s (TTFT ms) | "
@@ -375,10 +402,12 @@ def main(argv: list[str] | None = None) -> int:
         for c in clients:
             r, o, lim = ref[(w, c)], ours[(w, c)], limit.get(c, float("nan"))
             own = workload_limit(o["client_tokens"], o["delays"], step_s)
-            vs_ref = o["tok_s"] / r["tok_s"] if r["tok_s"] else float("nan")
+            vs_ref = f"{o['tok_s'] / r['tok_s']:.2f}" if r["tok_s"] else "nan"
+            if args.repeat > 1:
+                vs_ref += " ({:.2f}–{:.2f})".format(*ratio_range(ours_runs, ref_runs, (w, c)))
             cells = "".join(f" {x[(w, c)]['tok_s']:.1f} ({x[(w, c)]['ttft_ms']:.0f}) |" for _, x, _ in extra)
             print(f"| {w} | {c} | {lim:.1f} | {own:.1f} | {r['tok_s']:.1f} ({r['ttft_ms']:.0f}) | {o['tok_s']:.1f} "
-                  f"({o['ttft_ms']:.0f}) |{cells} {vs_ref:.2f} | {o['tok_s'] / lim:.2f} | {o['tok_s'] / own:.2f} |")
+                  f"({o['ttft_ms']:.0f}) |{cells} {vs_ref} | {o['tok_s'] / lim:.2f} | {o['tok_s'] / own:.2f} |")
     print("(workload limit: an ideal server on this engine with the run's own request lengths and arrivals — "
           "every active client a token per step at batched-bench's step time for that batch)")
     for label, runs in [("llamacy", ours)] + [(label, x) for label, x, is_ours in extra if is_ours]:

@@ -259,6 +259,43 @@ cdef class Generator:
     def done_seqs(self) -> list:
         return [s for s in range(self.n_seq) if llamacy_load(&self.seqs[s].state) == SEQ_DONE]
 
+    def warm_up(self) -> int:
+        """Decode each batch size a GPU loop's steps take (``StepPlanner.warm_up_shapes``) once,
+        without the device top-k and then with it, and drop it all from the memory: CUDA loads a
+        kernel on its first use (milliseconds apiece: cuBLAS's for each batch size, the top-k's
+        sorts), which would otherwise land in the first busy steps at each size. Only before the
+        first request (it empties the memory); returns the decodes made."""
+        cdef DeviceTopK dev = self.plan.dev
+        cdef int32_t n, s
+        cdef int rc = 0
+        cdef int64_t switches = dev.switches if dev is not None else 0
+        if self.has_work:
+            raise RuntimeError("warm_up() is for before the first request")
+        made = 0
+        modes = [False, True] if dev is not None and dev.available else [False]
+        try:
+            for on in modes:
+                if dev is not None:       # all at once: each switch re-plans libllama's graph
+                    for s in range(self.n_seq):
+                        dev.ensure(s, on)
+                for n in self.plan.warm_up_shapes():
+                    self.plan.write_warm_up(n)
+                    with nogil:
+                        rc = llama_decode(self.c_ctx, self.batch.c_batch)
+                        if rc == 0:
+                            llama_synchronize(self.c_ctx)
+                    llama_memory_seq_rm(self.plan.c_mem, -1, -1, -1)
+                    if rc != 0:
+                        raise DecodeError(f"llama_decode failed with code {rc} warming up {n} sequences", rc)
+                    made += 1
+        finally:
+            self.batch.c_batch.n_tokens = 0
+            if dev is not None:           # as the loop would have them, and no switches counted
+                for s in range(self.n_seq):
+                    dev.ensure(s, not self.plan.dev_auto or self.plan.dev_on)
+                dev.switches = switches
+        return made
+
     def set_fault_hook(self, hook) -> None:
         """Test-only: ``hook(n_tokens)`` runs before every llama_decode; it may raise (the step
         fails) or return 1 (as if llama_decode found no KV room)."""

@@ -49,6 +49,7 @@ cdef class StepPlanner:
     cdef void bind(self, GenSeq * seqs, LoopCounters * tally) noexcept
     cdef int32_t plan(self, StepRecord * rec) noexcept nogil
     cdef void write_batch(self, bint pad, int32_t n_planned) noexcept nogil
+    cdef void write_warm_up(self, int32_t n) noexcept nogil
     cdef void remove_pads(self) noexcept nogil
     cdef void _track_load(self) noexcept nogil
     cdef void _device_policy(self) noexcept nogil

@@ -258,6 +258,23 @@ cdef class StepPlanner:
                 self._add_token(0, p, s, stable)
         self.tally.pad_tokens += self.n_pad
 
+    def warm_up_shapes(self) -> list:
+        """The batch sizes a GPU loop's steps take: each up to SHAPE_BUCKET (a few outputs a
+        step, no padding), then its multiples (the stable shape) up to the sequences — within
+        the batch's room."""
+        cdef int32_t top = min(self.n_seq, self.n_batch)
+        sizes = list(range(1, min(SHAPE_BUCKET, top) + 1)) + list(range(2 * SHAPE_BUCKET, top + 1, SHAPE_BUCKET))
+        if sizes[len(sizes) - 1] != top:     # (no wraparound in this module)
+            sizes.append(top)
+        return sizes
+
+    cdef void write_warm_up(self, int32_t n) noexcept nogil:
+        """A throw-away token (id 0 at position 0) in each of the sequences [0, n), each an output."""
+        cdef int32_t s
+        self.batch.c_batch.n_tokens = 0
+        for s in range(n):
+            self._add_token(0, 0, s, True)
+
     cdef void remove_pads(self) noexcept nogil:
         """After the decode: the throw-away tokens leave the idle sequences' KV as it was."""
         cdef int32_t k

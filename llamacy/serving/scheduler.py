@@ -78,7 +78,8 @@ class Scheduler(SlotOperations):
                  max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None,
                  projector=None, pad_gaps: bool = False, device_top_k: int = 0, device_auto: bool = False,
                  stable_on_at: float = STABLE_ON_AT, rows_per_thread: int = ROWS_PER_THREAD,
-                 compact_reuse_min: int = COMPACT_REUSE_MIN, device_bulk: bool = True) -> None:
+                 compact_reuse_min: int = COMPACT_REUSE_MIN, device_bulk: bool = True,
+                 warm_up: bool = False) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -119,6 +120,10 @@ class Scheduler(SlotOperations):
                              device_top_k=self.device_top_k, device_auto=device_auto,
                              stable_on_at=stable_on_at, stable_off_at=min(STABLE_OFF_AT, stable_on_at),
                              rows_per_thread=rows_per_thread)
+        if warm_up:   # a GPU's kernels for each batch size load now, not in the first busy steps
+            t0 = time.monotonic()
+            n = self.gen.warm_up()
+            log.info("warmed up: %d decodes of the loop's batch sizes in %.2f s", n, time.monotonic() - t0)
         if faults is not None:
             self.gen.set_fault_hook(self._decode_fault)
         self.publisher = StepPublisher(self.slots, self.pieces, self.is_eog, self.stats, self._slot_done)

@@ -116,3 +116,40 @@ def test_auto_uses_the_device_only_while_steps_have_many_outputs(model):
     assert 0 < counters["device_outputs"] < counters["outputs"]
     assert counters["device_switches"] == 8                     # four attached together, four detached
     assert not any(dev.attached(s) for s in range(4))
+
+
+def test_warm_up_leaves_nothing_behind(model):
+    """``Generator.warm_up`` decodes each batch size of the loop (1 to 4 here) without the device
+    top-k and with it; afterwards the memory holds nothing, the chains are as the loop keeps them
+    (auto: detached, and no switch counted), and the requests get the tokens they get without it."""
+    params = [SamplingParams(temperature=0.0), SamplingParams(seed=11, **SAMPLED), greedy(),
+              SamplingParams(seed=5, temperature=1.0)]
+
+    def generate_after(warm):
+        ctx = Context(model, n_ctx=4 * 256, n_batch=512, n_seq_max=4, n_threads=N_THREADS)
+        dev = DeviceTopK(ctx, 4, 128, attach=False)
+        gen = Generator(ctx, 4, 512, model.vocab.pieces, model.vocab.eog_tokens(), device_top_k=dev,
+                        device_auto=True, device_on_at=3.0, device_off_at=1.5, pad_gaps=True)
+        made = gen.warm_up() if warm else 0
+        after = ([ctx.seq_pos_max(s) for s in range(4)], [dev.attached(s) for s in range(4)],
+                 gen.counters["device_switches"])
+        for i, p in enumerate(params):
+            gen.add(i, Sampler(model, p), model.vocab.tokenize(PROMPTS[i]), 0, 256, 0, 24)
+        _, steps = run(gen)
+        return [tokens_by_seq(steps)[i] for i in range(4)], made, after
+
+    want, _, _ = generate_after(False)
+    got, made, after = generate_after(True)
+    assert made == 2 * 4
+    assert after == ([-1] * 4, [False] * 4, 0)
+    assert got == want
+
+
+def test_warm_up_takes_each_size_to_16_then_its_multiples(model):
+    ctx = Context(model, n_ctx=40 * 64, n_batch=512, n_seq_max=40, n_threads=N_THREADS)
+    gen = Generator(ctx, 40, 512, model.vocab.pieces, model.vocab.eog_tokens(), pad_gaps=True)
+    assert gen.warm_up() == 16 + 2       # 1 to 16, 32, 40
+    assert [ctx.seq_pos_max(s) for s in range(40)] == [-1] * 40
+    gen.add(0, Sampler(model, greedy()), model.vocab.tokenize(PROMPT), 0, 64, 0, 4)
+    with pytest.raises(RuntimeError, match="before the first request"):
+        gen.warm_up()
