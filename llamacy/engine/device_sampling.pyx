@@ -9,12 +9,7 @@ decode graph and leaves the chain's candidates and their logits per output
 sampler adds a top-k over one row per sequence — for every sequence that has a chain, active
 or not, each step — so with 128 slots the device runs 128 small sorts of the vocabulary. The
 sampler here adds one top-k over all the rows of the step (the first sequence's chain builds
-it), and a get_rows for the values. libllama copies each sequence's outputs to the host one
-row at a time — two device copies per output, a few microseconds of host time each, 0.7 ms a
-step at 128 outputs — so when one graph holds all the outputs of the decode (the loop says how
-many before it decodes: ``claim``), the first output with a chain takes every row's
-candidates (the rows are contiguous, k × rows ≤ n_vocab fits libllama's per-row room) and the
-others take none: one copy each of ids and logits. Otherwise each row takes a view of its own.
+it, the others take views of their row), and a get_rows for the values.
 
 What the host does with the k candidates (penalties, logit bias, the rest of the chain) is in
 ``sampling.sample_candidates``; which requests may use them (the adjustments before top_k only
@@ -23,7 +18,7 @@ A sequence whose request may not gets its chain detached (libllama then copies t
 of that step's outputs); libllama re-plans its graph on every attach or detach, so a slot keeps
 its mode until a request needs the other one.
 """
-from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint32_t
 from libc.stdlib cimport calloc, free
 
 from third_party.ggml.ggml cimport (ggml_context, ggml_cgraph, ggml_tensor, ggml_top_k, ggml_get_rows,
@@ -73,7 +68,7 @@ cdef void _backend_apply(llama_sampler * smpl, ggml_context * ctx, ggml_cgraph *
     cdef ggml_tensor * src = row.view_src
     cdef ggml_tensor * ids
     cdef int32_t k = rows.k
-    cdef int64_t n_vocab = row.ne[0], r, n_out
+    cdef int64_t n_vocab = row.ne[0], r
     if k > n_vocab:
         k = <int32_t> n_vocab
     if (src == NULL or src.ne[0] != n_vocab or ggml_nelements(row) != n_vocab or not ggml_is_contiguous(src)
@@ -87,20 +82,7 @@ cdef void _backend_apply(llama_sampler * smpl, ggml_context * ctx, ggml_cgraph *
         rows.ids = ggml_set_name(ggml_top_k(ctx, src, k), "llamacy_top_k_ids")
         rows.vals = ggml_set_name(ggml_get_rows(ctx, ggml_reshape_3d(ctx, src, 1, n_vocab, src.ne[1]), rows.ids),
                                   "llamacy_top_k_logits")
-        n_out = src.ne[1] - 1                     # libllama pads the logits with a row
-        if 0 < rows.want_rows == n_out and 0 <= rows.want_claim < n_out and k * n_out <= n_vocab:
-            rows.built_rows = <int32_t> n_out
-            rows.built_claim = rows.want_claim
-            rows.bulk_graphs += 1
-        else:
-            rows.built_rows = 0
-            rows.built_claim = -1
     r = row.view_offs // src.nb[1]
-    if rows.built_claim >= 0:
-        if r == rows.built_claim:
-            data.candidates = ggml_view_1d(ctx, rows.ids, k * rows.built_rows, 0)
-            data.logits = ggml_view_1d(ctx, rows.vals, k * rows.built_rows, 0)
-        return
     data.candidates = ggml_view_1d(ctx, rows.ids, k, r * rows.ids.nb[1])
     data.logits = ggml_view_1d(ctx, rows.vals, k, r * rows.vals.nb[2])
 
@@ -114,21 +96,18 @@ rows_top_k_iface.backend_reset = _backend_reset
 
 
 cdef class DeviceTopK:
-    """The rows-top-k chains of one context's sequences (``attach``: attached from the start;
-    ``bulk``: one row takes all the candidates where it can, see above)."""
+    """The rows-top-k chains of one context's sequences (``attach``: attached from the start)."""
 
     def __cinit__(self):
         self.chains = NULL
 
-    def __init__(self, Context ctx, int32_t n_seq, int32_t k, bint attach=True, bint bulk=True):
+    def __init__(self, Context ctx, int32_t n_seq, int32_t k, bint attach=True):
         if k < 1:
             raise ValueError("k must be at least 1")
         ctx._check()
         self.ctx = ctx
         self.k = min(k, ctx.n_vocab)
         self.rows.k = self.k
-        self.rows.built_claim = -1
-        self.bulk = bulk
         self.n_seq = n_seq
         self.chains = <llama_sampler **> calloc(n_seq, sizeof(llama_sampler *))
         if self.chains == NULL:
@@ -160,11 +139,6 @@ cdef class DeviceTopK:
     def available(self) -> bool:
         """Whether libllama accepted the chains (not, e.g., with tensor split mode)."""
         return self.usable
-
-    @property
-    def bulk_graphs(self) -> int:
-        """Decode graphs built with one row taking every row's candidates."""
-        return self.rows.bulk_graphs
 
     def attached(self, int32_t seq) -> bool:
         if not 0 <= seq < self.n_seq:
@@ -200,42 +174,3 @@ cdef class DeviceTopK:
         self.chains[seq] = chain
         self.switches += 1
         return True
-
-    cdef void claim(self, int32_t start, int32_t m, int32_t n_out, const int32_t * out_idx,
-                    const int32_t * out_seq, const int8_t * flags) noexcept nogil:
-        """Before decoding the batch piece [start, start + m): how many outputs it has and which
-        row (their order in the batch) takes all the candidates — the first whose sequence has
-        a chain. ``flags``: the batch's output flags; ``out_idx``/``out_seq``: the step's
-        outputs' batch indices and sequences. After the decode: ``claim(0, 0, ...)``, so that a
-        graph built by another caller copies per row."""
-        cdef int32_t k, j, first = -1, n_rows = 0, row = 0
-        self.rows.want_rows = 0
-        self.rows.want_claim = -1
-        if not self.bulk or m <= 0:
-            return
-        for k in range(n_out):
-            if start <= out_idx[k] < start + m and self.chains[out_seq[k]] != NULL:
-                if first < 0 or out_idx[k] < first:
-                    first = out_idx[k]
-        if first < 0:
-            return
-        for j in range(start, start + m):
-            if flags[j]:
-                if j < first:
-                    row += 1
-                n_rows += 1
-        self.rows.want_rows = n_rows
-        self.rows.want_claim = row
-
-    cdef bint bulk_rows(self, llama_context * c_ctx, int32_t n_rows, float ** logits,
-                        llama_token ** cand) noexcept nogil:
-        """After a decode of ``n_rows`` outputs whose graph has one row take them all: the
-        block's logits and ids (row r's k at r × k). False when the graph copies per row."""
-        cdef int32_t idx = self.rows.built_claim - n_rows      # from the end: libllama's output row
-        if self.rows.built_claim < 0 or self.rows.built_rows != n_rows:
-            return False
-        if llama_get_sampled_logits_count_ith(c_ctx, idx) != <uint32_t> (self.k * n_rows):
-            return False
-        logits[0] = llama_get_sampled_logits_ith(c_ctx, idx)
-        cand[0] = llama_get_sampled_candidates_ith(c_ctx, idx)
-        return logits[0] != NULL and cand[0] != NULL

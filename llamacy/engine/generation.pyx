@@ -455,12 +455,7 @@ cdef class Generator:
         while start < n:
             m = view if view < n - start else n - start
             t0 = now()
-            if self.plan.dev is not None:     # which output row takes the candidates of all
-                self.plan.dev.claim(start, m, self.plan.n_out, self.plan.out_idx, self.plan.out_seq,
-                                    self.batch.c_batch.logits)
             rc = self._decode(start, m)
-            if self.plan.dev is not None:
-                self.plan.dev.claim(0, 0, 0, NULL, NULL, NULL)
             self.tally.decode_s += now() - t0
             if rc == 1 and self.plan.n_pad > 0 and start == 0:   # no room with the padding: without it
                 self.plan.write_batch(False, 0)

@@ -73,10 +73,9 @@ cdef class StepOutputs:
         batch index, ``flags``: the batch's output flags) at its logits row or device candidates;
         returns how many. libllama keeps a decode's output rows in batch order, n_vocab apart —
         raw logits and backend-sampled ones alike — so the rows are found from one lookup of
-        each kind (every per-row lookup waits for the device again); device candidates that
-        came back as one block (``DeviceTopK.bulk_rows``) are k apart."""
-        cdef int32_t k, i, j = start, n_pick = 0, ordinal = 0, n_found = 0, n_rows
-        cdef int64_t stride = self.n_vocab, dev_stride = self.n_vocab
+        each kind (every per-row lookup waits for the device again)."""
+        cdef int32_t k, j = start, n_pick = 0, ordinal = 0, n_found = 0
+        cdef int64_t stride = self.n_vocab
         cdef float * raw = NULL
         cdef float * dev_logits = NULL
         cdef llama_token * dev_cand = NULL
@@ -96,24 +95,16 @@ cdef class StepOutputs:
             if dev is not None and dev.chains[out_seq[k]] != NULL:
                 tally.device_outputs += 1
                 if dev_logits == NULL:
-                    n_rows = 0
-                    for i in range(start, start + m):
-                        n_rows += flags[i] != 0
-                    if dev.bulk_rows(self.c_ctx, n_rows, &dev_logits, &dev_cand):   # one block, k per row
-                        dev_stride = dev.k
-                        n_found = dev.k
-                    else:
-                        dev_logits = llama_get_sampled_logits_ith(self.c_ctx, out_idx[k] - start)
-                        dev_cand = llama_get_sampled_candidates_ith(self.c_ctx, out_idx[k] - start)
-                        n_found = llama_get_sampled_logits_count_ith(self.c_ctx, out_idx[k] - start)
-                        if dev_logits == NULL or dev_cand == NULL:
-                            dev_logits = NULL
-                            self.rows[k] = NULL
-                            continue
-                        dev_logits -= ordinal * stride
-                        dev_cand -= ordinal * stride
-                self.rows[k] = dev_logits + ordinal * dev_stride
-                self.cand[k] = dev_cand + ordinal * dev_stride
+                    dev_logits = llama_get_sampled_logits_ith(self.c_ctx, out_idx[k] - start)
+                    dev_cand = llama_get_sampled_candidates_ith(self.c_ctx, out_idx[k] - start)
+                    n_found = llama_get_sampled_logits_count_ith(self.c_ctx, out_idx[k] - start)
+                    if dev_logits == NULL or dev_cand == NULL:
+                        self.rows[k] = NULL
+                        continue
+                    dev_logits -= ordinal * stride
+                    dev_cand -= ordinal * stride
+                self.rows[k] = dev_logits + ordinal * stride
+                self.cand[k] = dev_cand + ordinal * stride
                 self.n_cand[k] = n_found
             else:
                 if raw == NULL:

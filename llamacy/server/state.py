@@ -246,8 +246,7 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
     never). Backend sampling: --backend-sampling always, auto only with a GPU and only while the
     steps have many outputs (where it pays), never with a projector. With a GPU a step's outputs
     are sampled on more threads, and a request takes the lowest idle slot unless another holds
-    far more of its prompt (LLAMACY_ROWS_PER_THREAD, LLAMACY_COMPACT_REUSE_MIN: benchmark knobs;
-    LLAMACY_DEVICE_BULK=0: device candidates copied back per row, as libllama does, not in one block).
+    far more of its prompt (LLAMACY_ROWS_PER_THREAD, LLAMACY_COMPACT_REUSE_MIN: benchmark knobs).
     A GPU loop decodes its batch sizes once before serving (LLAMACY_WARM_UP=0: not)."""
     from llamacy.engine.generation import STABLE_ON_AT
     from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
@@ -260,7 +259,6 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
             "stable_on_at": float(os.environ.get("LLAMACY_STABLE_ON_AT", STABLE_ON_AT)),
             "rows_per_thread": int(rows),
             "compact_reuse_min": int(os.environ.get("LLAMACY_COMPACT_REUSE_MIN", COMPACT_REUSE_MIN)),
-            "device_bulk": os.environ.get("LLAMACY_DEVICE_BULK", "1") != "0",
             "warm_up": gpu and not projector and not recurrent and os.environ.get("LLAMACY_WARM_UP", "1") != "0"}
 
 

@@ -78,8 +78,7 @@ class Scheduler(SlotOperations):
                  max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None,
                  projector=None, pad_gaps: bool = False, device_top_k: int = 0, device_auto: bool = False,
                  stable_on_at: float = STABLE_ON_AT, rows_per_thread: int = ROWS_PER_THREAD,
-                 compact_reuse_min: int = COMPACT_REUSE_MIN, device_bulk: bool = True,
-                 warm_up: bool = False) -> None:
+                 compact_reuse_min: int = COMPACT_REUSE_MIN, warm_up: bool = False) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -112,8 +111,8 @@ class Scheduler(SlotOperations):
         self.pad_gaps = pad_gaps   # a GPU loop: idle gaps between busy slots cost tokens, keep them few
         self.compact_reuse_min = compact_reuse_min   # cached tokens that outweigh a gap (admission)
         # device_top_k > 0: each output's best candidates are selected on the device (see Generator);
-        # device_auto: only while the steps have many outputs; device_bulk: they come back in one block
-        self.device_top_k = (DeviceTopK(ctx, n_parallel, device_top_k, attach=not device_auto, bulk=device_bulk)
+        # device_auto: only while the steps have many outputs
+        self.device_top_k = (DeviceTopK(ctx, n_parallel, device_top_k, attach=not device_auto)
                              if device_top_k > 0 else None)
         self.gen = Generator(ctx, n_parallel, self.n_batch, self.pieces, self.vocab.eog_tokens(), ga_n=grp_attn_n,
                              ga_w=grp_attn_w, max_n_probs=max_n_probs, notify_fd=self._notify_fd, pad_gaps=pad_gaps,

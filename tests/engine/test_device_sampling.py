@@ -20,9 +20,9 @@ PROMPTS = [PROMPT, "def fibonacci(n):", "Once upon a time", "one two three one t
 SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, repeat_last_n=64)
 
 
-def generate(model, params, k, bulk=True):
+def generate(model, params, k):
     ctx = Context(model, n_ctx=4 * 256, n_batch=512, n_seq_max=4, n_threads=N_THREADS)
-    dev = DeviceTopK(ctx, 4, k, bulk=bulk) if k else None
+    dev = DeviceTopK(ctx, 4, k) if k else None
     gen = Generator(ctx, 4, 512, model.vocab.pieces, model.vocab.eog_tokens(), device_top_k=dev)
     for i, p in enumerate(params):
         gen.add(i, Sampler(model, p), model.vocab.tokenize(PROMPTS[i]), 0, 256, 0, 20)
@@ -54,22 +54,6 @@ def test_the_same_tokens_as_the_whole_row(model):
     assert counters["outputs"] == host["outputs"] == 4 * 20
     assert counters["device_outputs"] == 4 * 20 and host["device_outputs"] == 0
     assert counters["device_switches"] == 0 and all(dev.attached(s) for s in range(4))
-    assert dev.bulk_graphs > 0          # the steps' candidates came back in one block
-
-
-def test_one_block_or_a_copy_per_row_the_same_tokens(model):
-    """The first output row whose sequence has a chain takes every row's candidates — here the
-    second of four (k = 66: the first and third requests need their whole rows, so their chains
-    are detached) — or, with ``bulk`` off, each row its own: the tokens are the host's either way."""
-    params = [SamplingParams(seed=11, **SAMPLED), SamplingParams(temperature=0.0),
-              SamplingParams(seed=5, temperature=1.0, logit_bias=[(28, -3.0)]), greedy()]
-    want, _, _ = generate(model, params, None)
-    for bulk in (True, False):
-        got, counters, dev = generate(model, params, 66, bulk=bulk)
-        assert got == want
-        assert counters["device_outputs"] == 2 * 20
-        assert [dev.attached(s) for s in range(4)] == [False, True, False, True]
-        assert (dev.bulk_graphs > 0) is bulk
 
 
 def test_a_request_needing_more_than_k_samples_its_whole_row(model):
