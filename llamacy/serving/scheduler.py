@@ -33,7 +33,7 @@ from llamacy.engine.device_sampling import DeviceTopK
 from llamacy.engine.generation import RUN_ERROR, STABLE_OFF_AT, STABLE_ON_AT, Generator
 from llamacy.engine.model import Model
 from llamacy.engine.step_outputs import ROWS_PER_THREAD
-from llamacy.errors import InvalidRequestError, LlamacyError, NoKvSlotError, QueueFullError, UnavailableError
+from llamacy.errors import DecodeError, InvalidRequestError, LlamacyError, NoKvSlotError, QueueFullError, UnavailableError
 from llamacy.serving.admission import COMPACT_REUSE_MIN, choose_slot, start_request
 from llamacy.serving.embedding_queue import EmbeddingQueue
 from llamacy.serving.faults import FaultInjector
@@ -121,8 +121,11 @@ class Scheduler(SlotOperations):
                              rows_per_thread=rows_per_thread)
         if warm_up:   # a GPU's kernels for each batch size load now, not in the first busy steps
             t0 = time.monotonic()
-            n = self.gen.warm_up()
-            log.info("warmed up: %d decodes of the loop's batch sizes in %.2f s", n, time.monotonic() - t0)
+            try:
+                n = self.gen.warm_up()
+                log.info("warmed up: %d decodes of the loop's batch sizes in %.2f s", n, time.monotonic() - t0)
+            except DecodeError as exc:    # the memory is empty again; requests will say what fails
+                log.warning("warm-up stopped: %s", exc)
         if faults is not None:
             self.gen.set_fault_hook(self._decode_fault)
         self.publisher = StepPublisher(self.slots, self.pieces, self.is_eog, self.stats, self._slot_done)
