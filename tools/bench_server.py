@@ -367,13 +367,14 @@ def main(argv: list[str] | None = None) -> int:
                                                     *(["-t", str(args.threads)] if args.threads else [])])
     ref_cmd = [str(bin_dir / "llama-server"), *common, "-fa", "on", *([] if args.gpu else ["--no-repack"])]
     ours_cmd = [sys.executable, "-m", "llamacy", *common, "-fa", "--log-format", "text", "--metrics"]
-    def log(name: str, i: int) -> Path | None:
+
+    def log_path(name: str, i: int) -> Path | None:
         return logs / (f"{name}.log" if args.repeat == 1 else f"{name}-{i + 1}.log") if logs else None
 
     ref_runs, ours_runs = [], []
     for i in range(max(args.repeat, 1)):     # alternating: a drift of the machine hits both alike
-        ref_runs.append(run_server(ref_cmd, clients, workloads, args.n_predict, log("llama-server", i)))
-        ours_runs.append(run_server(ours_cmd, clients, workloads, args.n_predict, log("llamacy", i), probe=True))
+        ref_runs.append(run_server(ref_cmd, clients, workloads, args.n_predict, log_path("llama-server", i)))
+        ours_runs.append(run_server(ours_cmd, clients, workloads, args.n_predict, log_path("llamacy", i), probe=True))
     ref, ours = median_runs(ref_runs), median_runs(ours_runs)
     extra = []    # (label, results, is llamacy)
     if args.llama_server_also:
