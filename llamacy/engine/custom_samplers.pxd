@@ -44,4 +44,4 @@ cdef inline float penalize(const PenaltyState * s, llama_token tok, float logit)
         logit *= s.repeat
     else:
         logit /= s.repeat
-    return logit - c * s.freq - s.present
+    return logit - (c * s.freq + s.present)     # llama.cpp's order: one subtraction
