@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
           "every active client a token per step at batched-bench's step time for that batch)")
     for label, runs in [("llamacy", ours)] + [(label, x) for label, x, is_ours in extra if is_ours]:
         print(f"\nwhere {label}'s time went (engine thread: /metrics llamacy:engine_*; CPU per generated token)")
-        print("| workload | clients | steps | tokens/step (+ padding) | graphs reused | outputs from device top-k | "
+        print("| workload | clients | steps | tokens/step (+ padding) | graphs reused | outputs sampled on the device | "
               "decode ms/step | device sync ms/step | sample ms/step | loop running | waits for IOLoop s | runs | "
               "publish µs/tok | IOLoop CPU µs/tok | clients CPU µs/tok |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

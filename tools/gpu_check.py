@@ -289,26 +289,34 @@ def main() -> int:
 
     print("== gpu_check ==", flush=True)
     def backend_sampling():
-        """Candidates from the device's top-k give what the whole row gives: greedy (with the
-        default penalties), seeded sampling (the bench's mix), and an n_probs request (whole row)."""
+        """Candidates from the device's top-k, and greedy tokens chosen on the device after the
+        request's bias and penalties, give what the whole row gives: greedy (the default
+        penalties; strong ones and a bias), seeded sampling (the bench's mix), and an n_probs
+        request (whole row)."""
         mix = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1}
+        strong = {"repeat_penalty": 1.3, "frequency_penalty": 0.4, "presence_penalty": 0.3, "repeat_last_n": 16,
+                  "logit_bias": [[28, 2.5], [13, False]]}
         bodies = [{"prompt": PROMPT, "n_predict": 48, "temperature": 0},
                   {"prompt": PROMPT, "n_predict": 48, "seed": 7, **mix},
                   {"prompt": "Once upon a time", "n_predict": 48, "seed": 8, "ignore_eos": True, **mix},
+                  {"prompt": "One two three", "n_predict": 48, "temperature": 0, **strong},
                   {"prompt": PROMPT, "n_predict": 8, "temperature": 0, "n_probs": 2}]
-        out, device = {}, 0.0
+        out, device, greedy = {}, 0.0, 0.0
         for mode in ("--backend-sampling", "--no-backend-sampling"):
             srv = Server(a.model, "-ngl", "99", "-np", "4", "--metrics", mode)
             try:
                 out[mode] = [(b["content"], b["tokens_predicted"]) for b in map(srv.post, bodies)]
                 if mode == "--backend-sampling":
                     device = srv.metric("llamacy:engine_device_outputs_total")
+                    greedy = srv.metric("llamacy:engine_device_greedy_outputs_total")
             finally:
                 srv.stop()
         same = out["--backend-sampling"] == out["--no-backend-sampling"]
-        n_dev = sum(n for _, n in out["--backend-sampling"][:3])
-        return same and device == n_dev, f"{'identical' if same else 'DIFFERENT'} results, {device:.0f} of " \
-                                          f"{n_dev + 8} outputs from device candidates (want {n_dev})"
+        got = out["--backend-sampling"]
+        n_dev, n_greedy = sum(n for _, n in got[:4]), got[0][1] + got[3][1]
+        return same and device == n_dev and greedy == n_greedy, \
+            f"{'identical' if same else 'DIFFERENT'} results, {device:.0f} of {n_dev + got[4][1]} outputs on the " \
+            f"device (want {n_dev}), {greedy:.0f} by the device greedy (want {n_greedy})"
 
     def vision():
         """An image through the projector with the model on the GPU, against the same on the CPU."""

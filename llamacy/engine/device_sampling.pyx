@@ -13,20 +13,45 @@ it, the others take views of their row), and a get_rows for the values.
 
 What the host does with the k candidates (penalties, logit bias, the rest of the chain) is in
 ``sampling.sample_candidates``; which requests may use them (the adjustments before top_k only
-lower logits, and top_k plus the tokens they touch stays within k) in ``Sampler.device_ok``.
+lower logits, and top_k plus the tokens they touch stays within k) in ``Sampler.device_need``.
 A sequence whose request may not gets its chain detached (libllama then copies the raw logits
 of that step's outputs); libllama re-plans its graph on every attach or detach, so a slot keeps
-its mode until a request needs the other one.
-"""
-from libc.stdint cimport int32_t, int64_t, uint32_t
-from libc.stdlib cimport calloc, free
+its mode until a request needs another one.
 
-from third_party.ggml.ggml cimport (ggml_context, ggml_cgraph, ggml_tensor, ggml_top_k, ggml_get_rows,
-                                    ggml_reshape_2d, ggml_reshape_3d, ggml_view_1d, ggml_set_name,
-                                    ggml_is_contiguous, ggml_nelements)
+A greedy request needs less: its argmax after its logit bias and penalties, which touch a few
+tokens (the bias list and the penalty window). The rows-greedy sampler copies the step's
+logits, gathers each row's touched tokens (graph inputs set before the step: flat indices and
+each token's bias, repeat penalty, count x frequency and presence penalty), adjusts them with
+the host's own float operations in the host's order (``v + bias``, then ``v / repeat`` above
+zero and ``v * repeat`` at or below, then ``- (count x frequency + presence)``, the sum made on
+the host as the host path makes it), scatters them back and takes each row's argmax. (On CUDA,
+built with fast math, the division may differ from the host's in the last bits: an exact tie
+after the adjustments is the only case where the two could choose differently.) Only one token
+id per output comes back; ``Sampler.device_entries`` says which requests it can serve (greedy,
+no n_probs, at most ``greedy_slots`` touched tokens). Rows of other sequences, and the padding
+of a row, adjust untouched tokens by nothing.
+
+Each attach or detach also makes libllama reserve its buffers again (milliseconds; once per
+decode however many switched): ``StepPlanner._choose_rows`` switches the idle sequences along.
+"""
+from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
+from libc.stdlib cimport calloc, free, realloc
+
+from third_party.ggml.ggml cimport *
 from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context
-from llamacy.engine.custom_samplers cimport sort_candidates
+from llamacy.engine.custom_samplers cimport PenaltyState, sort_candidates
+from llamacy.engine.sampler_core cimport SamplerCore
+
+# planes of RowsGreedy.params
+cdef enum:
+    P_BIAS = 0
+    P_REPEAT = 1
+    P_SUB = 2       # the token's count in the window x the frequency penalty + the presence penalty
+    N_PLANES = 3
+    MAX_SLOTS = 256
+
+MODE_NAMES = {MODE_HOST: "host", MODE_TOP_K: "top-k", MODE_GREEDY: "greedy"}
 
 
 cdef const char * _name(const llama_sampler * smpl) noexcept nogil:
@@ -95,23 +120,242 @@ rows_top_k_iface.backend_apply = _backend_apply
 rows_top_k_iface.backend_reset = _backend_reset
 
 
-cdef class DeviceTopK:
-    """The rows-top-k chains of one context's sequences (``attach``: attached from the start)."""
+# --- rows-greedy ------------------------------------------------------------------------
+
+cdef const char * _greedy_name(const llama_sampler * smpl) noexcept nogil:
+    return "llamacy-rows-greedy"
+
+
+cdef void _greedy_apply(llama_sampler * smpl, llama_token_data_array * cur_p) noexcept nogil:
+    """On the host (a chain applied to a candidate array): the best candidate."""
+    cdef size_t i, best = 0
+    if cur_p.size == 0:
+        return
+    for i in range(1, cur_p.size):
+        if cur_p.data[i].logit > cur_p.data[best].logit:
+            best = i
+    cur_p.selected = <int64_t> best
+
+
+cdef void _greedy_backend_reset(llama_sampler * smpl) noexcept nogil:
+    cdef RowsGreedy * g = (<GreedySeq *> smpl.ctx).shared
+    g.src = NULL
+    g.ids = NULL
+    g.params = NULL
+    g.best = NULL
+
+
+cdef void _greedy_backend_apply(llama_sampler * smpl, ggml_context * ctx, ggml_cgraph * gf,
+                                llama_sampler_data * data) noexcept nogil:
+    """As the rows-top-k's: the first row of a graph adds the adjustment and the argmax of the
+    whole logits matrix (see the module's docstring); every row takes its own argmax from it.
+    A lone row (no matrix) gets its plain argmax and no adjustments: libllama only builds those
+    to probe a sampler."""
+    cdef GreedySeq * seq = <GreedySeq *> smpl.ctx
+    cdef RowsGreedy * g = seq.shared
+    cdef ggml_tensor * row = data.logits
+    cdef ggml_tensor * src = row.view_src
+    cdef ggml_tensor * flat
+    cdef ggml_tensor * v
+    cdef ggml_tensor * adjusted
+    cdef ggml_tensor * rep
+    cdef ggml_tensor * on_dev
+    cdef int64_t n_vocab = row.ne[0], n
+    if (src == NULL or src.ne[0] != n_vocab or ggml_nelements(row) != n_vocab or not ggml_is_contiguous(src)
+            or row.view_offs % src.nb[1] != 0):
+        seq.row = -1
+        data.candidates = ggml_argmax(ctx, ggml_reshape_2d(ctx, row, n_vocab, 1))
+        data.logits = NULL
+        return
+    if g.src != src:
+        g.src = src
+        g.n_rows = src.ne[1]
+        n = g.slots * g.n_rows
+        g.ids = ggml_set_name(ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n), "llamacy_greedy_ids")
+        ggml_set_input(g.ids)
+        g.params = ggml_set_name(ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n, N_PLANES), "llamacy_greedy_params")
+        ggml_set_input(g.params)
+        # the planes are views of a copy on the device: a view of the input itself would be
+        # copied to the device on its own, as an intermediate result (waiting for the device)
+        on_dev = ggml_cont(ctx, g.params)
+        flat = ggml_reshape_2d(ctx, ggml_dup(ctx, src), 1, n_vocab * g.n_rows)
+        v = ggml_reshape_1d(ctx, ggml_get_rows(ctx, flat, g.ids), n)
+        v = ggml_add(ctx, v, ggml_view_1d(ctx, on_dev, n, P_BIAS * on_dev.nb[1]))
+        rep = ggml_view_1d(ctx, on_dev, n, P_REPEAT * on_dev.nb[1])
+        adjusted = ggml_sub(ctx, ggml_div(ctx, ggml_relu(ctx, v), rep),
+                            ggml_mul(ctx, ggml_relu(ctx, ggml_neg(ctx, v)), rep))
+        adjusted = ggml_sub(ctx, adjusted, ggml_view_1d(ctx, on_dev, n, P_SUB * on_dev.nb[1]))
+        flat = ggml_set_rows(ctx, flat, ggml_reshape_2d(ctx, adjusted, 1, n), g.ids)
+        g.best = ggml_set_name(ggml_argmax(ctx, ggml_reshape_2d(ctx, flat, n_vocab, g.n_rows)), "llamacy_greedy_best")
+        g.fresh = True
+    seq.row = row.view_offs // src.nb[1]
+    data.candidates = ggml_view_1d(ctx, g.best, 1, seq.row * g.best.nb[0])
+    data.logits = NULL          # (else libllama copies the row back as the chain's logits)
+
+
+cdef bint _stage_identity(RowsGreedy * g) noexcept nogil:
+    """Every row adjusting its first ``slots`` tokens by nothing, for ``g.n_rows`` rows."""
+    cdef int64_t r, j, n = g.slots * g.n_rows
+    cdef int32_t * ids
+    cdef float * params
+    if g.staged_rows < g.n_rows:
+        ids = <int32_t *> realloc(g.ident_ids, n * sizeof(int32_t))
+        if ids == NULL:
+            return False
+        g.ident_ids = ids
+        params = <float *> realloc(g.ident_params, n * N_PLANES * sizeof(float))
+        if params == NULL:
+            return False
+        g.ident_params = params
+        for r in range(g.n_rows):
+            for j in range(g.slots):
+                g.ident_ids[r * g.slots + j] = <int32_t> (r * g.n_vocab + j)
+        for j in range(n):
+            g.ident_params[P_BIAS * n + j] = 0.0
+            g.ident_params[P_REPEAT * n + j] = 1.0
+            g.ident_params[P_SUB * n + j] = 0.0
+        g.staged_rows = g.n_rows
+    elif g.staged_rows > g.n_rows:    # the staging is laid out for staged_rows: lay it out again
+        g.staged_rows = 0
+        return _stage_identity(g)
+    return True
+
+
+cdef void _greedy_backend_set_input(llama_sampler * smpl) noexcept nogil:
+    """Before the step: this sequence's row adjusts its request's biased tokens and penalty
+    window (each distinct token once; the rest of its slots untouched tokens, adjusted by
+    nothing); the first call of a graph or a decode also fills every row with no adjustments."""
+    cdef GreedySeq * seq = <GreedySeq *> smpl.ctx
+    cdef RowsGreedy * g = seq.shared
+    cdef SamplerCore * c = seq.core
+    cdef PenaltyState * pen = NULL
+    cdef int64_t n = g.slots * g.n_rows, base
+    cdef int32_t m = 0, j, b, t
+    cdef uint32_t done = 0, biased = 0
+    cdef llama_token tok
+    cdef bint touched
+    cdef int32_t ids[MAX_SLOTS]
+    cdef float params[N_PLANES][MAX_SLOTS]
+    if g.ids == NULL or g.params == NULL:
+        return
+    if g.fresh:
+        if not _stage_identity(g):
+            return
+        ggml_backend_tensor_set(g.ids, g.ident_ids, 0, n * sizeof(int32_t))
+        ggml_backend_tensor_set(g.params, g.ident_params, 0, n * N_PLANES * sizeof(float))
+        g.fresh = False
+    if seq.row < 0 or seq.row >= g.n_rows or c == NULL:
+        return
+    if c.pen != NULL:
+        # the penalty state's stamps mark this call's tokens: ``done`` penalised, ``biased``
+        # biased only so far; the state's round ends at the larger (penalty_apply_row's next
+        # round is then above every stamp)
+        pen = c.pen
+        if pen.round > <uint32_t> 4294967280:
+            for t in range(pen.n_vocab):
+                pen.stamp[t] = 0
+            pen.round = 0
+        done = pen.round + 1
+        biased = pen.round + 2
+        pen.round = biased
+    for b in range(c.n_bias):
+        if m == g.slots:
+            break
+        ids[m] = c.bias[b].token
+        params[P_BIAS][m] = c.bias[b].bias
+        params[P_REPEAT][m] = 1.0
+        params[P_SUB][m] = 0.0
+        if pen != NULL:
+            pen.stamp[ids[m]] = biased
+        m += 1
+    if pen != NULL:
+        for j in range(pen.ring_size):
+            tok = pen.ring[j]
+            if pen.stamp[tok] == done or (not pen.penalize_nl and tok == pen.nl):
+                continue
+            if pen.stamp[tok] == biased:
+                for b in range(m):
+                    if ids[b] == tok:
+                        break
+            elif m < g.slots:
+                b = m
+                ids[m] = tok
+                params[P_BIAS][m] = 0.0
+                m += 1
+            else:
+                continue        # more touched tokens than slots: Sampler.device_entries rules that out
+            pen.stamp[tok] = done
+            params[P_REPEAT][b] = pen.repeat
+            params[P_SUB][b] = pen.counts[tok] * pen.freq + pen.present     # as penalize() makes it
+    t = 0
+    for j in range(m, g.slots):                    # untouched tokens, distinct
+        while True:
+            if pen != NULL:
+                touched = pen.stamp[t] == done or pen.stamp[t] == biased
+            else:
+                touched = False
+                for b in range(m):
+                    if ids[b] == t:
+                        touched = True
+                        break
+            if not touched:
+                break
+            t += 1
+        ids[j] = t
+        params[P_BIAS][j] = 0.0
+        params[P_REPEAT][j] = 1.0
+        params[P_SUB][j] = 0.0
+        t += 1
+    base = seq.row * g.slots
+    for j in range(g.slots):
+        ids[j] = <int32_t> (seq.row * g.n_vocab + ids[j])
+    ggml_backend_tensor_set(g.ids, ids, base * sizeof(int32_t), g.slots * sizeof(int32_t))
+    for b in range(N_PLANES):
+        ggml_backend_tensor_set(g.params, &params[b][0], (b * n + base) * sizeof(float), g.slots * sizeof(float))
+
+
+cdef llama_sampler_i rows_greedy_iface
+rows_greedy_iface.name = _greedy_name
+rows_greedy_iface.apply = _greedy_apply
+rows_greedy_iface.backend_init = _backend_init
+rows_greedy_iface.backend_apply = _greedy_backend_apply
+rows_greedy_iface.backend_set_input = _greedy_backend_set_input
+rows_greedy_iface.backend_reset = _greedy_backend_reset
+
+
+cdef class DeviceSampling:
+    """The device-sampling chains of one context's sequences: rows-top-k (``attach``: attached
+    from the start) and, with ``greedy_slots`` > 0, rows-greedy for the requests it can serve
+    (each sequence one chain at a time: ``mode``)."""
 
     def __cinit__(self):
         self.chains = NULL
+        self.modes = NULL
+        self.greedy_seqs = NULL
+        self.greedy_rows.ident_ids = NULL
+        self.greedy_rows.ident_params = NULL
 
-    def __init__(self, Context ctx, int32_t n_seq, int32_t k, bint attach=True):
+    def __init__(self, Context ctx, int32_t n_seq, int32_t k, bint attach=True, int32_t greedy_slots=0):
         if k < 1:
             raise ValueError("k must be at least 1")
+        if not 0 <= greedy_slots <= MAX_SLOTS:
+            raise ValueError(f"greedy_slots must be in [0, {MAX_SLOTS}]")
         ctx._check()
         self.ctx = ctx
         self.k = min(k, ctx.n_vocab)
         self.rows.k = self.k
+        self.greedy_slots = greedy_slots
+        self.greedy_rows.slots = greedy_slots
+        self.greedy_rows.n_vocab = ctx.n_vocab
         self.n_seq = n_seq
         self.chains = <llama_sampler **> calloc(n_seq, sizeof(llama_sampler *))
-        if self.chains == NULL:
+        self.modes = <int8_t *> calloc(n_seq, sizeof(int8_t))
+        self.greedy_seqs = <GreedySeq *> calloc(n_seq, sizeof(GreedySeq))
+        if self.chains == NULL or self.modes == NULL or self.greedy_seqs == NULL:
             raise MemoryError()
+        for s in range(n_seq):
+            self.greedy_seqs[s].shared = &self.greedy_rows
+            self.greedy_seqs[s].row = -1
         self.usable = True
         for s in range(n_seq if attach else min(n_seq, 1)):   # without: the first one, to learn if libllama takes them
             if not self.ensure(s, True):
@@ -124,16 +368,19 @@ cdef class DeviceTopK:
     def __dealloc__(self):
         cdef int32_t s
         cdef llama_context * c_ctx = NULL
-        if self.chains == NULL:
-            return
-        if self.ctx is not None:
-            c_ctx = self.ctx.c_ctx      # NULL once the context is closed
-        for s in range(self.n_seq):
-            if self.chains[s] != NULL:
-                if c_ctx != NULL:
-                    llama_set_sampler(c_ctx, s, NULL)
-                llama_sampler_free(self.chains[s])
-        free(self.chains)
+        if self.chains != NULL:
+            if self.ctx is not None:
+                c_ctx = self.ctx.c_ctx      # NULL once the context is closed
+            for s in range(self.n_seq):
+                if self.chains[s] != NULL:
+                    if c_ctx != NULL:
+                        llama_set_sampler(c_ctx, s, NULL)
+                    llama_sampler_free(self.chains[s])
+            free(self.chains)
+        free(self.modes)
+        free(self.greedy_seqs)
+        free(self.greedy_rows.ident_ids)
+        free(self.greedy_rows.ident_params)
 
     @property
     def available(self) -> bool:
@@ -141,36 +388,79 @@ cdef class DeviceTopK:
         return self.usable
 
     def attached(self, int32_t seq) -> bool:
+        return self.mode_of(seq) != "host"
+
+    def mode_of(self, int32_t seq) -> str:
+        """How ``seq``'s outputs come back: "host" (whole rows), "top-k" or "greedy"."""
         if not 0 <= seq < self.n_seq:
             raise IndexError(f"sequence {seq} out of range [0, {self.n_seq})")
-        return self.chains[seq] != NULL
+        return MODE_NAMES[self.modes[seq]]
+
+    def set_mode(self, int32_t seq, str mode) -> bool:
+        """Attach ``seq``'s chain for ``mode`` ("host": none); whether it is attached."""
+        cdef int m = {v: k for k, v in MODE_NAMES.items()}[mode]
+        if not 0 <= seq < self.n_seq:
+            raise IndexError(f"sequence {seq} out of range [0, {self.n_seq})")
+        return self.use(seq, m)
 
     cdef bint ensure(self, int32_t seq, bint on) noexcept nogil:
-        """Attach (``on``) or detach ``seq``'s chain unless it already is; returns whether the
-        sequence's outputs come back as candidates. Only between decodes, on the thread that
-        decodes: libllama re-plans its graph at the next llama_decode."""
+        """Attach (``on``) or detach ``seq``'s rows-top-k chain; returns whether the sequence's
+        outputs come back as top-k candidates."""
+        return self.use(seq, MODE_TOP_K if on else MODE_HOST)
+
+    cdef int wanted(self, SamplerCore * core, bint top_k_on) noexcept nogil:
+        """The mode for the request ``core``: rows-greedy if it can serve it, else rows-top-k
+        if on (``top_k_on``) and the request can use its k candidates, else the whole row."""
+        if core != NULL and self.greedy_slots > 0 and 0 <= core.device_entries <= self.greedy_slots:
+            return MODE_GREEDY
+        if top_k_on and core != NULL and 0 <= core.device_need <= self.k:
+            return MODE_TOP_K
+        return MODE_HOST
+
+    cdef bint choose(self, int32_t seq, SamplerCore * core, bint top_k_on) noexcept nogil:
+        """Before a step with an output of ``seq`` for the request ``core``: its chain for
+        ``wanted``; returns whether one is attached."""
+        if 0 <= seq < self.n_seq:
+            self.greedy_seqs[seq].core = core
+        return self.use(seq, self.wanted(core, top_k_on))
+
+    cdef bint use(self, int32_t seq, int mode) noexcept nogil:
+        """Attach ``seq``'s chain for ``mode`` unless it already is (MODE_HOST: detach it);
+        returns whether a chain is attached. Only between decodes, on the thread that decodes:
+        libllama re-plans its graph at the next llama_decode."""
         cdef llama_sampler * chain
+        cdef llama_sampler * member
         cdef llama_sampler_chain_params cp
         if seq < 0 or seq >= self.n_seq:
             return False
-        if not on or not self.usable:
-            if self.chains[seq] != NULL:
-                llama_set_sampler(self.ctx.c_ctx, seq, NULL)
-                llama_sampler_free(self.chains[seq])
-                self.chains[seq] = NULL
-                self.switches += 1
-            return False
+        if mode == MODE_GREEDY and self.greedy_slots == 0:
+            mode = MODE_HOST
+        if not self.usable:
+            mode = MODE_HOST
+        if self.modes[seq] == mode:
+            return mode != MODE_HOST
         if self.chains[seq] != NULL:
-            return True
+            llama_set_sampler(self.ctx.c_ctx, seq, NULL)
+            llama_sampler_free(self.chains[seq])
+            self.chains[seq] = NULL
+            self.modes[seq] = MODE_HOST
+            self.switches += 1
+        if mode == MODE_HOST:
+            return False
         cp = llama_sampler_chain_default_params()
         cp.no_perf = True
         chain = llama_sampler_chain_init(cp)      # a chain's backend part is set up once: a new one each time
         if chain == NULL:
             return False
-        llama_sampler_chain_add(chain, llama_sampler_init(&rows_top_k_iface, &self.rows))
+        if mode == MODE_GREEDY:
+            member = llama_sampler_init(&rows_greedy_iface, &self.greedy_seqs[seq])
+        else:
+            member = llama_sampler_init(&rows_top_k_iface, &self.rows)
+        llama_sampler_chain_add(chain, member)
         if not llama_set_sampler(self.ctx.c_ctx, seq, chain):
             llama_sampler_free(chain)
             return False
         self.chains[seq] = chain
+        self.modes[seq] = mode
         self.switches += 1
         return True

@@ -28,7 +28,7 @@ from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context, Batch
 from llamacy.engine.sampling cimport Sampler
 from llamacy.engine.sampler_core cimport SamplerCore, NOTHING_ALLOWED
-from llamacy.engine.device_sampling cimport DeviceTopK
+from llamacy.engine.device_sampling cimport DeviceSampling
 from llamacy.engine.loop_types cimport *
 from llamacy.engine.step_plan cimport StepPlanner
 from llamacy.engine.step_outputs cimport StepOutputs
@@ -44,7 +44,7 @@ cdef enum:
     R_ERROR = 2
     RING = 16             # step records between the loop and the IOLoop
 
-# device top-k in "auto": on from this many outputs per step (a moving average), off below the
+# the device top-k in "auto": on from this many outputs per step (a moving average), off below the
 # second. Measured on an H200: the device's top-k (a sort) costs about 0.3 ms a step whatever the
 # rows, so it pays only where it spares copying and scanning many whole rows.
 DEVICE_ON_AT = 48.0
@@ -102,12 +102,12 @@ cdef class Generator:
 
     def __init__(self, Context ctx, int32_t n_seq, int32_t n_batch, pieces, eog_tokens, *, int32_t ga_n=1,
                  int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1, bint pad_gaps=False,
-                 DeviceTopK device_top_k=None, bint device_auto=False, double device_on_at=DEVICE_ON_AT,
+                 DeviceSampling device=None, bint device_auto=False, double device_on_at=DEVICE_ON_AT,
                  double device_off_at=DEVICE_OFF_AT, double stable_on_at=STABLE_ON_AT,
                  double stable_off_at=STABLE_OFF_AT, int32_t rows_per_thread=ROWS_PER_THREAD):
         """``pad_gaps`` (a GPU): throw-away tokens for idle sequences and, under load, a stable
-        batch shape; ``device_top_k``/``device_auto``: outputs sampled from candidates selected on
-        the device — both decided per step by ``step_plan.StepPlanner`` (its docstring says how),
+        batch shape; ``device``/``device_auto``: outputs sampled on the device (top-k candidates,
+        greedy tokens) — both decided per step by ``step_plan.StepPlanner`` (its docstring says how),
         with the thresholds given here. With ``pad_gaps`` the loop also waits for the device
         right after each decode, timed apart ("sync"). A step's outputs are sampled on up to the
         decode's thread count, at least ``rows_per_thread`` whole-row outputs each (1 to 16)."""
@@ -146,7 +146,7 @@ cdef class Generator:
             if self.ring[i].entries == NULL or self.ring[i].probs == NULL:
                 raise MemoryError()
         self.plan = StepPlanner(ctx, self.batch, n_seq, n_batch, ga_n=ga_n, ga_w=ga_w, pad_gaps=pad_gaps,
-                                stable_on_at=stable_on_at, stable_off_at=stable_off_at, device_top_k=device_top_k,
+                                stable_on_at=stable_on_at, stable_off_at=stable_off_at, device=device,
                                 device_auto=device_auto, device_on_at=device_on_at, device_off_at=device_off_at)
         self.plan.bind(self.seqs, &self.tally)
         self.fault_hook = None
@@ -182,6 +182,8 @@ cdef class Generator:
         if sampler.c.n_probs > self.max_n_probs:
             raise ValueError(f"n_probs {sampler.c.n_probs} is above the loop's {self.max_n_probs}")
         _free_seq(q)
+        if self.plan.dev is not None:
+            self.plan.dev.forget(seq)
         cdef int32_t n = len(prompt), i, at = 0
         if not 0 <= n_cached < n:
             raise ValueError("a request needs at least one prompt token to evaluate")
@@ -231,6 +233,8 @@ cdef class Generator:
             raise ValueError(f"sequence {seq} is still running: cancel it first")
         llamacy_store(&q.state, SEQ_FREE)
         _free_seq(q)
+        if self.plan.dev is not None:     # its device greedy must not read the sampler dropped here
+            self.plan.dev.forget(seq)
         self._samplers[seq] = None
 
     def cancel(self, int32_t seq) -> None:
@@ -261,25 +265,30 @@ cdef class Generator:
 
     def warm_up(self) -> int:
         """Decode each batch size a GPU loop's steps take (``StepPlanner.warm_up_shapes``) once,
-        without the device top-k and then with it, and drop it all from the memory: CUDA loads a
+        without device sampling, then with the device top-k (and the device greedy, if on), and
+        drop it all from the memory: CUDA loads a
         kernel on its first use (milliseconds apiece: cuBLAS's for each batch size, the top-k's
         sorts), which would otherwise land in the first busy steps at each size. Only before the
         first request (it empties the memory); returns the decodes made."""
-        cdef DeviceTopK dev = self.plan.dev
+        cdef DeviceSampling dev = self.plan.dev
         cdef int32_t n, s
         cdef int rc = 0
         cdef int64_t switches = dev.switches if dev is not None else 0
         if self.has_work:
             raise RuntimeError("warm_up() is for before the first request")
         made = 0
-        modes = [False, True] if dev is not None and dev.available else [False]
+        modes = ["host"]
+        if dev is not None and dev.available:
+            modes += ["top-k", "greedy"] if dev.greedy_slots > 0 else ["top-k"]
         try:
-            for on in modes:
+            for mode in modes:
                 if dev is not None:       # all at once: each switch re-plans libllama's graph
                     for s in range(self.n_seq):
-                        dev.ensure(s, on)
+                        dev.set_mode(s, mode)
                 for n in self.plan.warm_up_shapes():
                     self.plan.write_warm_up(n)
+                    if dev is not None:
+                        dev.begin_decode()
                     with nogil:
                         rc = llama_decode(self.c_ctx, self.batch.c_batch)
                         if rc == 0:
@@ -436,6 +445,8 @@ cdef class Generator:
         view.n_seq_id = view.n_seq_id + start
         view.seq_id = view.seq_id + start
         view.logits = view.logits + start
+        if self.plan.dev is not None:
+            self.plan.dev.begin_decode()
         return llama_decode(self.c_ctx, view)
 
     cdef int _call_fault_hook(self, int32_t n) noexcept nogil:
@@ -512,14 +523,15 @@ cdef class Generator:
         """Where the engine thread's time went since the loop was made: run() calls, steps,
         tokens decoded, and seconds inside run(), in llama_decode, waiting for the device, sampling, and waiting for the
         IOLoop to take its results; the throw-away tokens of ``pad_gaps``; outputs sampled, of
-        which from device candidates, and the device chains' attach/detach switches; and the
+        which on the device (of those, by a device greedy), and the device chains' attach/detach switches; and the
         decode graphs libllama reused (the batch kept its shape) rather than rebuilt."""
         c = self.tally
         reused = llama_perf_context(self.ctx.c_ctx).n_reused if self.ctx.c_ctx != NULL else 0   # NULL: closed
         return {"graphs_reused": reused,
                 "device_switches": self.plan.dev.switches if self.plan.dev is not None else 0, "outputs": c.outputs,
-                "device_outputs": c.device_outputs, "runs": c.runs, "steps": c.steps, "tokens": c.tokens, "pad_tokens": c.pad_tokens, "run_seconds": c.run_s,
-                "decode_seconds": c.decode_s, "sync_seconds": c.sync_s, "sample_seconds": c.sample_s,
+                "device_outputs": c.device_outputs, "device_greedy_outputs": c.device_greedy_outputs,
+                "runs": c.runs, "steps": c.steps, "tokens": c.tokens, "pad_tokens": c.pad_tokens,
+                "run_seconds": c.run_s, "decode_seconds": c.decode_s, "sync_seconds": c.sync_s, "sample_seconds": c.sample_s,
                 "wait_seconds": c.wait_s}
 
     @property

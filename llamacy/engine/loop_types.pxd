@@ -98,7 +98,8 @@ ctypedef struct LoopCounters:
     double run_s              # inside run()
     int64_t pad_tokens        # tokens of idle sequences put in gaps (pad_gaps)
     int64_t outputs           # outputs sampled
-    int64_t device_outputs    # of which from device top-k candidates
+    int64_t device_outputs    # of which sampled on the device: from top-k candidates or a device greedy's token
+    int64_t device_greedy_outputs   # of which a device greedy's token
     double decode_s           # in llama_decode (on a GPU: building and launching the graph)
     double sync_s             # waiting for the device to finish the step (llama_synchronize)
     double sample_s           # sampling the outputs

@@ -19,6 +19,8 @@ ctypedef struct SamplerCore:
     float * scratch          # a row copy for n_probs on the chain path (n_vocab floats), or NULL
     int32_t device_need      # candidates a device top-k must return for sample_candidates to be exact
                              # (the request's top_k + the tokens its adjustments lower), or -1: never
+    int32_t device_entries   # tokens a device greedy must adjust (logit bias + penalty window) for the
+                             # argmax to be this request's, or -1: its argmax is not all it needs
 
 
 # sample_core's results below zero
@@ -27,4 +29,5 @@ cdef enum:
     NOTHING_ALLOWED = -2     # every candidate was ruled out (e.g. a completed grammar and no EOG)
 
 cdef llama_token sample_core(SamplerCore * c, float * logits, TokenProb * probs, int32_t * n_probs_out) noexcept nogil
+cdef llama_token accept_device_token(SamplerCore * c, llama_token tok) noexcept nogil
 cdef llama_token sample_candidates(SamplerCore * c, const llama_token * ids, float * logits, int32_t n) noexcept nogil

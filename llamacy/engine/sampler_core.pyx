@@ -2,7 +2,8 @@
 """One output of one request sampled in C, GIL-free: ``sample_core`` from its whole logits
 row (greedy: bias and penalties in place, then the argmax; top-k: the same, then the k best
 selected from the row and the rest of the chain on them; otherwise the whole chain on a copy of
-the row), ``sample_candidates`` from the candidates a device top-k returned. The ``Sampler``
+the row), ``sample_candidates`` from the candidates a device top-k returned,
+``accept_device_token`` the token a device greedy chose. The ``Sampler``
 (``sampling.pyx``) builds a request's ``SamplerCore``; the generation loop's outputs
 (``step_outputs.pyx``) call these for every output of a step."""
 from libc.math cimport isfinite
@@ -84,6 +85,17 @@ cdef llama_token sample_core(SamplerCore * c, float * logits, TokenProb * probs,
         return NOTHING_ALLOWED
     tok = arr.data[arr.selected].id
     llama_sampler_accept(c.chain, tok)
+    return tok
+
+
+cdef llama_token accept_device_token(SamplerCore * c, llama_token tok) noexcept nogil:
+    """A greedy request's token chosen on the device (the argmax after its logit bias and
+    penalties, ``device_sampling``'s greedy rows): accepted as ``sample_core`` would; an argmax
+    out of range (-1: every logit was -inf) is NOTHING_ALLOWED."""
+    if tok < 0 or tok >= c.n_vocab:
+        return NOTHING_ALLOWED
+    if c.pen != NULL:
+        penalty_accept(c.pen, tok)
     return tok
 
 

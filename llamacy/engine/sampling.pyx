@@ -150,6 +150,7 @@ cdef class Sampler:
         self.c.n_probs = 0
         self.c.scratch = NULL
         self.c.device_need = -1
+        self.c.device_entries = -1
         self.c_dry = NULL
 
     def __init__(self, Model model, params: SamplingParams, *, bint top_k_path=True):
@@ -248,6 +249,16 @@ cdef class Sampler:
         if (self.c.fast_greedy or self.c.tail != NULL) and self.c.n_probs == 0 and lowers_only:
             self.c.device_need = ((1 if self.c.fast_greedy else self.c.top_k) + self.c.n_bias
                                   + (max(int(params.repeat_last_n), 0) if params.has_penalties else 0))
+        # the device greedy adds each bias and divides or multiplies by the repeat penalty as the
+        # host does, so any bias or penalty values will do but a repeat penalty of 0 (0 / 0)
+        self.c.device_entries = -1
+        if self.c.fast_greedy and self.c.n_probs == 0 and (self.c.pen == NULL or params.repeat_penalty > 0.0):
+            self.c.device_entries = self.c.n_bias + (max(self.c.pen.last_n, 0) if self.c.pen != NULL else 0)
+
+    @property
+    def device_entries(self) -> int:
+        """How many tokens a device greedy adjusts for this request (-1: it cannot serve it)."""
+        return self.c.device_entries
 
     @property
     def device_need(self) -> int:

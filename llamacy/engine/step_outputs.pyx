@@ -1,15 +1,18 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""A step's outputs, after the decode: each one's logits row (or its device top-k candidates)
-located, then every output sampled — on several threads when there are enough of them — by
-its request's sampler (``sampling.sample_core`` / ``sample_candidates``), GIL-free on the
-engine thread. The ``Generator`` reads the tokens and n_probs results from here."""
+"""A step's outputs, after the decode: each one's logits row (or its device top-k candidates,
+or the token a device greedy chose) located, then every output sampled — on several threads
+when there are enough of them — by its request's sampler (``sampling.sample_core`` /
+``sample_candidates``; ``accept_device_token`` for a device token), GIL-free on the engine
+thread. The ``Generator`` reads the tokens and n_probs results from here."""
 from libc.stdint cimport int8_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from cython.parallel cimport prange
 
 from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context
-from llamacy.engine.sampler_core cimport sample_core, sample_candidates, NO_LOGITS, NOTHING_ALLOWED
+from llamacy.engine.device_sampling cimport MODE_GREEDY
+from llamacy.engine.sampler_core cimport (sample_core, sample_candidates, accept_device_token, NO_LOGITS,
+                                          NOTHING_ALLOWED)
 
 cdef enum:
     PARALLEL_MIN = 4      # outputs in a step from which sampling runs on several threads
@@ -67,19 +70,20 @@ cdef class StepOutputs:
         free(self.n_probs)
 
     cdef int32_t resolve(self, int32_t start, int32_t m, int32_t n_out, const int32_t * out_idx,
-                         const int32_t * out_seq, const int8_t * flags, GenSeq * seqs, DeviceTopK dev,
+                         const int32_t * out_seq, const int8_t * flags, GenSeq * seqs, DeviceSampling dev,
                          LoopCounters * tally) noexcept nogil:
         """Point each output of the piece [start, start + m) just decoded (``out_idx``: its
-        batch index, ``flags``: the batch's output flags) at its logits row or device candidates;
-        returns how many. libllama keeps a decode's output rows in batch order, n_vocab apart —
-        raw logits and backend-sampled ones alike — so the rows are found from one lookup of
-        each kind (every per-row lookup waits for the device again)."""
+        batch index, ``flags``: the batch's output flags) at its logits row, its device
+        candidates or its device token; returns how many. libllama keeps a decode's output rows
+        in batch order, n_vocab apart — raw logits and backend-sampled ones alike — so the rows
+        are found from one lookup of each kind (every per-row lookup waits for the device again)."""
         cdef int32_t k, j = start, n_pick = 0, ordinal = 0, n_found = 0
         cdef int64_t stride = self.n_vocab
         cdef float * raw = NULL
         cdef float * dev_logits = NULL
         cdef llama_token * dev_cand = NULL
         self.n_rows = 0
+        self.n_tokens = 0
         for k in range(n_out):
             if not (start <= out_idx[k] < start + m):
                 self.core[k] = NULL
@@ -89,20 +93,28 @@ cdef class StepOutputs:
                     ordinal += 1
                 j += 1
             self.cand[k] = NULL
+            self.rows[k] = NULL
             self.core[k] = seqs[out_seq[k]].core
             tally.outputs += 1
             n_pick += 1
             if dev is not None and dev.chains[out_seq[k]] != NULL:
                 tally.device_outputs += 1
+                if dev_cand == NULL:
+                    dev_cand = llama_get_sampled_candidates_ith(self.c_ctx, out_idx[k] - start)
+                    if dev_cand == NULL:
+                        continue
+                    dev_cand -= ordinal * stride
+                if dev.modes[out_seq[k]] == MODE_GREEDY:     # its token: cand[k][0], no logits
+                    tally.device_greedy_outputs += 1
+                    self.cand[k] = dev_cand + ordinal * stride
+                    self.n_tokens += 1
+                    continue
                 if dev_logits == NULL:
                     dev_logits = llama_get_sampled_logits_ith(self.c_ctx, out_idx[k] - start)
-                    dev_cand = llama_get_sampled_candidates_ith(self.c_ctx, out_idx[k] - start)
                     n_found = llama_get_sampled_logits_count_ith(self.c_ctx, out_idx[k] - start)
-                    if dev_logits == NULL or dev_cand == NULL:
-                        self.rows[k] = NULL
+                    if dev_logits == NULL:
                         continue
                     dev_logits -= ordinal * stride
-                    dev_cand -= ordinal * stride
                 self.rows[k] = dev_logits + ordinal * stride
                 self.cand[k] = dev_cand + ordinal * stride
                 self.n_cand[k] = n_found
@@ -110,7 +122,6 @@ cdef class StepOutputs:
                 if raw == NULL:
                     raw = llama_get_logits(self.c_ctx)
                     if raw == NULL:
-                        self.rows[k] = NULL
                         continue
                 self.rows[k] = raw + ordinal * stride
                 self.n_rows += 1
@@ -119,9 +130,9 @@ cdef class StepOutputs:
     cdef void sample(self, int32_t n_out, int32_t n_pick) noexcept nogil:
         """Sample the ``n_pick`` resolved ones of the step's ``n_out`` outputs."""
         cdef int32_t k, n_threads
-        if n_pick >= PARALLEL_MIN:   # at most as many threads as the decode used: one OpenMP pool
+        if n_pick - self.n_tokens >= PARALLEL_MIN:   # at most the decode's threads: one OpenMP pool
             n_threads = llama_n_threads(self.c_ctx)
-            k = self._threads(n_pick)
+            k = self._threads(n_pick - self.n_tokens)
             if n_threads > k:
                 n_threads = k
             for k in prange(n_out, schedule="static", num_threads=n_threads):
@@ -133,7 +144,8 @@ cdef class StepOutputs:
                     self._sample_one(k)
 
     cdef int32_t _threads(self, int32_t n_pick) noexcept nogil:
-        """Threads for sampling ``n_pick`` outputs: an output sampled from its whole row (a scan
+        """Threads for sampling ``n_pick`` outputs (device tokens, which only need accepting,
+        not counted): an output sampled from its whole row (a scan
         of n_vocab logits) counts THREAD_ROWS / rows_per_thread times one sampled from its
         device candidates (128), and a thread takes THREAD_ROWS of those — so a GPU loop
         (rows_per_thread 2) spreads whole rows wide but keeps device-candidate outputs on few
@@ -146,7 +158,10 @@ cdef class StepOutputs:
 
     cdef void _sample_one(self, int32_t k) noexcept nogil:
         cdef llama_token tok
-        if self.cand[k] != NULL:
+        if self.cand[k] != NULL and self.rows[k] == NULL:
+            tok = accept_device_token(self.core[k], self.cand[k][0])
+            self.n_probs[k] = 0
+        elif self.cand[k] != NULL:
             tok = sample_candidates(self.core[k], self.cand[k], self.rows[k], self.n_cand[k])
             self.n_probs[k] = 0
         else:

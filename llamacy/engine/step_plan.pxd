@@ -1,7 +1,7 @@
 from libc.stdint cimport int32_t, uint8_t
 from third_party.ggml.llama cimport llama_memory_t
 from llamacy.engine.context cimport Batch
-from llamacy.engine.device_sampling cimport DeviceTopK
+from llamacy.engine.device_sampling cimport DeviceSampling
 from llamacy.engine.loop_types cimport GenSeq, LoopCounters, StepRecord
 
 
@@ -39,8 +39,9 @@ cdef class StepPlanner:
     cdef int32_t * pad_seq
     cdef int32_t * pad_pos
     cdef int32_t n_pad
-    # device top-k
-    cdef DeviceTopK dev           # or None: every output samples its whole row
+    # device sampling
+    cdef DeviceSampling dev       # or None: every output samples its whole row
+    # dev_on: the device top-k (in dev_auto mode, only while the load asks for it)
     cdef bint dev_auto
     cdef bint dev_on
     cdef double dev_on_at
@@ -54,5 +55,6 @@ cdef class StepPlanner:
     cdef void _track_load(self) noexcept nogil
     cdef void _device_policy(self) noexcept nogil
     cdef void _choose_rows(self, int32_t s) noexcept nogil
+    cdef void _no_request(self, int32_t s) noexcept nogil
     cdef void _add_token(self, int32_t tok, int32_t pos, int32_t seq, bint logits) noexcept nogil
     cdef int32_t _self_extend(self, GenSeq * q, int32_t s) noexcept nogil

@@ -13,17 +13,18 @@ keeps its shape from step to step, so that libllama reuses its decode graph (a r
 idle ones a throw-away one — every token is an output, and a prompt remainder of up to
 STREAM_MAX tokens goes in a token a step instead of a second micro-batch.
 
-The planner also decides which outputs use the device top-k (``DeviceTopK``): a sequence whose
-request can be sampled from its candidates has its chain attached, the others detached; in
-``dev_auto`` mode only while the steps average ``dev_on_at`` outputs or more (every sequence
-switched at once: each switch makes libllama re-plan its graph).
+The planner also decides which outputs are sampled on the device (``DeviceSampling``): a sequence
+whose greedy request a device greedy can serve gets that chain; one whose request can be
+sampled from its top-k candidates the top-k chain — in ``dev_auto`` mode only while the steps
+average ``dev_on_at`` outputs or more (every sequence switched at once: each switch makes
+libllama re-plan its graph); the others none.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, calloc, free
 
 from third_party.ggml.llama cimport *
 from llamacy.engine.context cimport Context, Batch
-from llamacy.engine.device_sampling cimport DeviceTopK
+from llamacy.engine.device_sampling cimport DeviceSampling, MODE_HOST, MODE_TOP_K
 from llamacy.engine.loop_types cimport *
 from llamacy.engine.sampler_core cimport SamplerCore
 
@@ -51,7 +52,7 @@ cdef class StepPlanner:
         self.pad_pos = NULL
 
     def __init__(self, Context ctx, Batch batch, int32_t n_seq, int32_t n_batch, *, int32_t ga_n, int32_t ga_w,
-                 bint pad_gaps, double stable_on_at, double stable_off_at, DeviceTopK device_top_k,
+                 bint pad_gaps, double stable_on_at, double stable_off_at, DeviceSampling device,
                  bint device_auto, double device_on_at, double device_off_at):
         ctx._check()
         self.batch = batch
@@ -79,9 +80,9 @@ cdef class StepPlanner:
         self.stable = False
         self.stable_on_at, self.stable_off_at = stable_on_at, stable_off_at
         self.load = 0.0
-        self.dev = device_top_k
-        self.dev_auto = device_auto and device_top_k is not None
-        self.dev_on = device_top_k is not None and not device_auto
+        self.dev = device
+        self.dev_auto = device_auto and device is not None
+        self.dev_on = device is not None and not device_auto
         self.dev_on_at, self.dev_off_at = device_on_at, device_off_at
         if self.dev_auto:
             for s in range(n_seq):
@@ -239,6 +240,8 @@ cdef class StepPlanner:
                 for k in range(self.plan_n[s]):
                     self._add_token(q.prompt[self.plan_start[s] + k], self.plan_pos[s] + k, s,
                                     (self.plan_out[s] and k == self.plan_n[s] - 1) or (stable and self.plan_n[s] == 1))
+                if not self.plan_out[s] and stable and self.plan_n[s] == 1:
+                    self._no_request(s)
                 if self.plan_out[s]:
                     self._choose_rows(s)
                     self.out_seq[self.n_out] = s
@@ -255,6 +258,8 @@ cdef class StepPlanner:
                 self.pad_seq[self.n_pad] = s
                 self.pad_pos[self.n_pad] = p
                 self.n_pad += 1
+                if stable:
+                    self._no_request(s)
                 self._add_token(0, p, s, stable)
         self.tally.pad_tokens += self.n_pad
 
@@ -297,30 +302,49 @@ cdef class StepPlanner:
 
     cdef void _device_policy(self) noexcept nogil:
         """``dev_auto``: follow the outputs per step; on switching, every sequence at once
-        (one re-plan of libllama's graph rather than one per arriving request)."""
+        (one re-plan of libllama's graph rather than one per arriving request). Device greedy
+        chains stay either way."""
         cdef int32_t s
         cdef int st
-        cdef SamplerCore * core
         if not self.dev_on and self.load >= self.dev_on_at:
             self.dev_on = True
             for s in range(self.n_seq):
                 st = llamacy_load(&self.seqs[s].state)
-                core = self.seqs[s].core
-                self.dev.ensure(s, (st != SEQ_ACTIVE and st != SEQ_PREFILL) or
-                                (core != NULL and 0 <= core.device_need <= self.dev.k))
+                if st == SEQ_ACTIVE or st == SEQ_PREFILL:
+                    self.dev.choose(s, self.seqs[s].core, True)
+                elif self.dev.modes[s] == MODE_HOST:       # idle: ready for the next request
+                    self.dev.use(s, MODE_TOP_K)
         elif self.dev_on and self.load < self.dev_off_at:
             self.dev_on = False
             for s in range(self.n_seq):
-                self.dev.ensure(s, False)
+                if self.dev.modes[s] == MODE_TOP_K:
+                    self.dev.use(s, MODE_HOST)
 
     cdef void _choose_rows(self, int32_t s) noexcept nogil:
-        """Before the decode: ``s`` gets device candidates if its request can use them (its
-        chain attached), else its whole logits row (detached). Each switch makes libllama
-        re-plan its graph, so a sequence keeps its mode until a request needs the other."""
-        cdef SamplerCore * core
-        if self.dev is not None and self.dev_on:
-            core = self.seqs[s].core
-            self.dev.ensure(s, core != NULL and 0 <= core.device_need <= self.dev.k)
+        """Before the decode: ``s`` gets its device greedy's token if its request can use it,
+        else its device candidates if on and its request can use them, else its whole logits
+        row (DeviceSampling.choose). Each switch makes libllama re-plan its graph and reserve its
+        buffers again (milliseconds), once per decode however many switched: a sequence keeps
+        its mode until a request needs another one, and then every idle sequence switches with
+        it (the next requests are likely of the same kind)."""
+        cdef int32_t t
+        cdef int st, want
+        if self.dev is None:
+            return
+        want = self.dev.wanted(self.seqs[s].core, self.dev_on)
+        if self.dev.modes[s] != want:
+            for t in range(self.n_seq):
+                st = llamacy_load(&self.seqs[t].state)
+                if t != s and (st == SEQ_FREE or st == SEQ_DONE) and self.dev.modes[t] != want:
+                    self.dev.use(t, want)
+        self.dev.choose(s, self.seqs[s].core, self.dev_on)
+
+    cdef void _no_request(self, int32_t s) noexcept nogil:
+        """Before the decode: an output of ``s`` that nothing samples (a throw-away token, a
+        prompt token streamed in a stable step) — a device greedy's inputs must not read its
+        request, which may end meanwhile."""
+        if self.dev is not None:
+            self.dev.forget(s)
 
     cdef void _add_token(self, int32_t tok, int32_t pos, int32_t seq, bint logits) noexcept nogil:
         cdef llama_batch * b = &self.batch.c_batch

@@ -168,8 +168,11 @@ def _loop_families(c: dict):
                               "one micro-batch (GPU).", value=c["pad_tokens"])
     yield CounterMetricFamily("llamacy:engine_outputs", "Outputs sampled by the generation loop.",
                               value=c["outputs"])
-    yield CounterMetricFamily("llamacy:engine_device_outputs", "Outputs sampled from candidates selected on the "
-                              "device (--backend-sampling).", value=c["device_outputs"])
+    yield CounterMetricFamily("llamacy:engine_device_outputs", "Outputs sampled on the device: from candidates "
+                              "selected there, or a greedy argmax taken there (--backend-sampling).",
+                              value=c["device_outputs"])
+    yield CounterMetricFamily("llamacy:engine_device_greedy_outputs", "Of those, greedy outputs whose argmax "
+                              "was taken on the device.", value=c["device_greedy_outputs"])
     yield CounterMetricFamily("llamacy:engine_device_switches", "Slots switched between device candidates and "
                               "whole logits rows (each re-plans the decode graph).", value=c["device_switches"])
     yield CounterMetricFamily("llamacy:engine_graphs_reused", "Decode graphs the engine reused instead of "

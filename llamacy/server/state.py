@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 # chain (top_k 40 after repeat penalties over 64 tokens: 104, plus a few banned or lowered tokens);
 # a request needing more samples its whole row.
 DEVICE_TOP_K = 128
+# a device greedy adjusts up to this many tokens a row: the default penalty window (64) and a
+# few biased ones (e.g. ignore_eos's end-of-generation tokens)
+DEVICE_GREEDY_SLOTS = 80
 
 
 @dataclass
@@ -247,7 +250,9 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
     steps have many outputs (where it pays), never with a projector. With a GPU a step's outputs
     are sampled on more threads, and a request takes the lowest idle slot unless another holds
     far more of its prompt (LLAMACY_ROWS_PER_THREAD, LLAMACY_COMPACT_REUSE_MIN: benchmark knobs).
-    A GPU loop decodes its batch sizes once before serving (LLAMACY_WARM_UP=0: not)."""
+    A GPU loop decodes its batch sizes once before serving (LLAMACY_WARM_UP=0: not). With backend
+    sampling, greedy requests get their argmax on the device whatever the load (LLAMACY_DEVICE_GREEDY=0:
+    not, a benchmark knob)."""
     from llamacy.engine.generation import STABLE_ON_AT
     from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
     from llamacy.serving.admission import COMPACT_REUSE_MIN
@@ -256,6 +261,8 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
     return {"pad_gaps": gpu and not projector and not recurrent,
             "device_top_k": DEVICE_TOP_K if backend_sampling and not projector else 0,
             "device_auto": c.backend_sampling == "auto",
+            "device_greedy_slots": (DEVICE_GREEDY_SLOTS if backend_sampling and not projector
+                                    and os.environ.get("LLAMACY_DEVICE_GREEDY", "1") != "0" else 0),
             "stable_on_at": float(os.environ.get("LLAMACY_STABLE_ON_AT", STABLE_ON_AT)),
             "rows_per_thread": int(rows),
             "compact_reuse_min": int(os.environ.get("LLAMACY_COMPACT_REUSE_MIN", COMPACT_REUSE_MIN)),

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from llamacy.engine.context import Batch, Context
-from llamacy.engine.device_sampling import DeviceTopK
+from llamacy.engine.device_sampling import DeviceSampling
 from llamacy.engine.generation import RUN_ERROR, STABLE_OFF_AT, STABLE_ON_AT, Generator
 from llamacy.engine.model import Model
 from llamacy.engine.step_outputs import ROWS_PER_THREAD
@@ -78,7 +78,8 @@ class Scheduler(SlotOperations):
                  max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None,
                  projector=None, pad_gaps: bool = False, device_top_k: int = 0, device_auto: bool = False,
                  stable_on_at: float = STABLE_ON_AT, rows_per_thread: int = ROWS_PER_THREAD,
-                 compact_reuse_min: int = COMPACT_REUSE_MIN, warm_up: bool = False) -> None:
+                 compact_reuse_min: int = COMPACT_REUSE_MIN, warm_up: bool = False,
+                 device_greedy_slots: int = 0) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -111,12 +112,13 @@ class Scheduler(SlotOperations):
         self.pad_gaps = pad_gaps   # a GPU loop: idle gaps between busy slots cost tokens, keep them few
         self.compact_reuse_min = compact_reuse_min   # cached tokens that outweigh a gap (admission)
         # device_top_k > 0: each output's best candidates are selected on the device (see Generator);
-        # device_auto: only while the steps have many outputs
-        self.device_top_k = (DeviceTopK(ctx, n_parallel, device_top_k, attach=not device_auto)
-                             if device_top_k > 0 else None)
+        # device_auto: only while the steps have many outputs; device_greedy_slots > 0: greedy
+        # requests touching at most that many tokens (bias, penalty window) get their argmax there
+        self.device_sampling = (DeviceSampling(ctx, n_parallel, device_top_k, attach=not device_auto,
+                                               greedy_slots=device_greedy_slots) if device_top_k > 0 else None)
         self.gen = Generator(ctx, n_parallel, self.n_batch, self.pieces, self.vocab.eog_tokens(), ga_n=grp_attn_n,
                              ga_w=grp_attn_w, max_n_probs=max_n_probs, notify_fd=self._notify_fd, pad_gaps=pad_gaps,
-                             device_top_k=self.device_top_k, device_auto=device_auto,
+                             device=self.device_sampling, device_auto=device_auto,
                              stable_on_at=stable_on_at, stable_off_at=min(STABLE_OFF_AT, stable_on_at),
                              rows_per_thread=rows_per_thread)
         if warm_up:   # a GPU's kernels for each batch size load now, not in the first busy steps

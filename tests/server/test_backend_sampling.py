@@ -1,5 +1,6 @@
 """--backend-sampling: each output's best candidates selected inside the decode graph, the rest
-of the chain on the host over them. Every result must be the one the host-only server gives —
+of the chain on the host over them; a greedy request's argmax taken there after its logit bias
+and penalties. Every result must be the one the host-only server gives —
 greedy and seeded sampling token for token, stop strings, n_probs, grammars — whatever the
 neighbouring slots do, and requests that need the whole row (n_probs, a grammar) get it."""
 from __future__ import annotations
@@ -53,7 +54,10 @@ def test_the_same_results_as_sampling_on_the_host(host, device):
     outputs = after["llamacy:engine_outputs_total"] - before["llamacy:engine_outputs_total"]
     on_device = after["llamacy:engine_device_outputs_total"] - before["llamacy:engine_device_outputs_total"]
     assert outputs == sum(w["tokens_predicted"] for w in want)
-    assert on_device == outputs                                  # every one of them from device candidates
+    assert on_device == outputs                                  # every one of them on the device
+    greedy_on_device = (after["llamacy:engine_device_greedy_outputs_total"]
+                        - before["llamacy:engine_device_greedy_outputs_total"])
+    assert greedy_on_device == sum(w["tokens_predicted"] for w, b in zip(want, REQUESTS) if b["temperature"] == 0)
     assert metrics(host)["llamacy:engine_device_outputs_total"] == 0
 
 

@@ -16,7 +16,7 @@ from llamacy.engine.model import Model
 from llamacy.models import default_model_path
 from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
 from llamacy.serving.admission import COMPACT_REUSE_MIN
-from llamacy.server.state import DEVICE_TOP_K, loop_options
+from llamacy.server.state import DEVICE_GREEDY_SLOTS, DEVICE_TOP_K, loop_options
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time there was"]
@@ -53,7 +53,8 @@ def test_the_loop_pads_only_an_attention_model_on_a_gpu():
     auto, on, off = ServerConfig(), ServerConfig(backend_sampling="on"), ServerConfig(backend_sampling="off")
     assert loop_options(auto, gpu=True, recurrent=False, projector=False) | {"stable_on_at": 0} == {
         "pad_gaps": True, "device_top_k": DEVICE_TOP_K, "device_auto": True, "stable_on_at": 0,
-        "rows_per_thread": GPU_ROWS_PER_THREAD, "compact_reuse_min": COMPACT_REUSE_MIN, "warm_up": True}
+        "rows_per_thread": GPU_ROWS_PER_THREAD, "compact_reuse_min": COMPACT_REUSE_MIN, "warm_up": True,
+        "device_greedy_slots": DEVICE_GREEDY_SLOTS}
     assert loop_options(auto, gpu=False, recurrent=False, projector=False)["rows_per_thread"] == ROWS_PER_THREAD
     assert loop_options(auto, gpu=True, recurrent=True, projector=False)["pad_gaps"] is False
     assert loop_options(auto, gpu=True, recurrent=False, projector=True)["pad_gaps"] is False
@@ -65,6 +66,11 @@ def test_the_loop_pads_only_an_attention_model_on_a_gpu():
     assert loop_options(on, gpu=False, recurrent=False, projector=False)["device_top_k"] == DEVICE_TOP_K
     assert loop_options(on, gpu=False, recurrent=False, projector=False)["device_auto"] is False
     assert loop_options(off, gpu=True, recurrent=False, projector=False)["device_top_k"] == 0
+    # the device greedy comes with backend sampling, not with a projector
+    assert loop_options(on, gpu=False, recurrent=False, projector=False)["device_greedy_slots"] == DEVICE_GREEDY_SLOTS
+    assert loop_options(off, gpu=True, recurrent=False, projector=False)["device_greedy_slots"] == 0
+    assert loop_options(auto, gpu=False, recurrent=False, projector=False)["device_greedy_slots"] == 0
+    assert loop_options(auto, gpu=True, recurrent=False, projector=True)["device_greedy_slots"] == 0
 
 
 def test_concurrent_and_cached_requests_get_what_they_get_alone(server):

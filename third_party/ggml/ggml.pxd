@@ -15,6 +15,7 @@ cdef extern from "ggml.h" nogil:
         GGML_TYPE_Q8_0
         GGML_TYPE_IQ4_NL
         GGML_TYPE_BF16
+        GGML_TYPE_I32
 
     cdef enum ggml_log_level:
         GGML_LOG_LEVEL_NONE
@@ -40,6 +41,20 @@ cdef extern from "ggml.h" nogil:
     ggml_tensor * ggml_reshape_3d(ggml_context * ctx, ggml_tensor * a, int64_t ne0, int64_t ne1, int64_t ne2)
     ggml_tensor * ggml_view_1d(ggml_context * ctx, ggml_tensor * a, int64_t ne0, size_t offset)
     ggml_tensor * ggml_set_name(ggml_tensor * tensor, const char * name)
+    ggml_tensor * ggml_new_tensor_1d(ggml_context * ctx, ggml_type type, int64_t ne0)
+    ggml_tensor * ggml_new_tensor_2d(ggml_context * ctx, ggml_type type, int64_t ne0, int64_t ne1)
+    void ggml_set_input(ggml_tensor * tensor)
+    ggml_tensor * ggml_dup(ggml_context * ctx, ggml_tensor * a)
+    ggml_tensor * ggml_cont(ggml_context * ctx, ggml_tensor * a)
+    ggml_tensor * ggml_reshape_1d(ggml_context * ctx, ggml_tensor * a, int64_t ne0)
+    ggml_tensor * ggml_add(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b)
+    ggml_tensor * ggml_sub(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b)
+    ggml_tensor * ggml_mul(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b)
+    ggml_tensor * ggml_div(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b)
+    ggml_tensor * ggml_neg(ggml_context * ctx, ggml_tensor * a)
+    ggml_tensor * ggml_relu(ggml_context * ctx, ggml_tensor * a)
+    ggml_tensor * ggml_set_rows(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b, ggml_tensor * c)
+    ggml_tensor * ggml_argmax(ggml_context * ctx, ggml_tensor * a)
     bint ggml_is_contiguous(const ggml_tensor * tensor)
     int64_t ggml_nelements(const ggml_tensor * tensor)
 
@@ -49,6 +64,11 @@ cdef extern from "ggml.h" nogil:
     # called by GGML_ABORT/GGML_ASSERT failures with the message, before abort()
     ctypedef void (*ggml_abort_callback_t)(const char * error_message) noexcept
     ggml_abort_callback_t ggml_set_abort_callback(ggml_abort_callback_t callback)
+
+
+cdef extern from "ggml-backend.h" nogil:
+    # a graph input's data (an input tensor lives in a host buffer: a copy)
+    void ggml_backend_tensor_set(ggml_tensor * tensor, const void * data, size_t offset, size_t size)
 
 
 cdef extern from "ggml-cpu.h" nogil:
