@@ -264,11 +264,11 @@ cdef class Generator:
         return [s for s in range(self.n_seq) if llamacy_load(&self.seqs[s].state) == SEQ_DONE]
 
     def warm_up(self) -> int:
-        """Decode each batch size a GPU loop's steps take (``StepPlanner.warm_up_shapes``) once,
+        """Decode each batch size a GPU loop's steps take (``StepPlanner.warm_up_shapes``) once
         without device sampling, then with the device top-k (and the device greedy, if on), and
-        drop it all from the memory: CUDA loads a
-        kernel on its first use (milliseconds apiece: cuBLAS's for each batch size, the top-k's
-        sorts), which would otherwise land in the first busy steps at each size. Only before the
+        drop it all from the memory: CUDA loads a kernel on its first use (milliseconds apiece:
+        cuBLAS's for each batch size, the top-k's sorts, the greedy's gathers and scatters),
+        which would otherwise land in the first busy steps at each size. Only before the
         first request (it empties the memory); returns the decodes made."""
         cdef DeviceSampling dev = self.plan.dev
         cdef int32_t n, s
@@ -523,16 +523,17 @@ cdef class Generator:
         """Where the engine thread's time went since the loop was made: run() calls, steps,
         tokens decoded, and seconds inside run(), in llama_decode, waiting for the device, sampling, and waiting for the
         IOLoop to take its results; the throw-away tokens of ``pad_gaps``; outputs sampled, of
-        which on the device (of those, by a device greedy), and the device chains' attach/detach switches; and the
-        decode graphs libllama reused (the batch kept its shape) rather than rebuilt."""
+        which on the device (of those, by a device greedy), and the device chains' attach/detach
+        switches; and the decode graphs libllama reused (the batch kept its shape) rather than
+        rebuilt."""
         c = self.tally
         reused = llama_perf_context(self.ctx.c_ctx).n_reused if self.ctx.c_ctx != NULL else 0   # NULL: closed
         return {"graphs_reused": reused,
                 "device_switches": self.plan.dev.switches if self.plan.dev is not None else 0, "outputs": c.outputs,
                 "device_outputs": c.device_outputs, "device_greedy_outputs": c.device_greedy_outputs,
                 "runs": c.runs, "steps": c.steps, "tokens": c.tokens, "pad_tokens": c.pad_tokens,
-                "run_seconds": c.run_s, "decode_seconds": c.decode_s, "sync_seconds": c.sync_s, "sample_seconds": c.sample_s,
-                "wait_seconds": c.wait_s}
+                "run_seconds": c.run_s, "decode_seconds": c.decode_s, "sync_seconds": c.sync_s,
+                "sample_seconds": c.sample_s, "wait_seconds": c.wait_s}
 
     @property
     def batch_tokens(self) -> int:

@@ -103,16 +103,18 @@ def test_auto_uses_the_device_only_while_steps_have_many_outputs(model):
     assert not any(dev.attached(s) for s in range(4))
 
 
-def test_warm_up_leaves_nothing_behind(model):
-    """``Generator.warm_up`` decodes each batch size of the loop (1 to 4 here) without the device
-    top-k and with it; afterwards the memory holds nothing, the chains are as the loop keeps them
-    (auto: detached, and no switch counted), and the requests get the tokens they get without it."""
+@pytest.mark.parametrize("greedy_slots", [0, 80])
+def test_warm_up_leaves_nothing_behind(model, greedy_slots):
+    """``Generator.warm_up`` decodes each batch size of the loop (1 to 4 here) without device
+    sampling, with the device top-k and, if on, with the device greedy; afterwards the memory
+    holds nothing, the chains are as the loop keeps them (auto: detached, and no switch
+    counted), and the requests get the tokens they get without it."""
     params = [SamplingParams(temperature=0.0), SamplingParams(seed=11, **SAMPLED), greedy(),
               SamplingParams(seed=5, temperature=1.0)]
 
     def generate_after(warm):
         ctx = Context(model, n_ctx=4 * 256, n_batch=512, n_seq_max=4, n_threads=N_THREADS)
-        dev = DeviceSampling(ctx, 4, 128, attach=False)
+        dev = DeviceSampling(ctx, 4, 128, attach=False, greedy_slots=greedy_slots)
         gen = Generator(ctx, 4, 512, model.vocab.pieces, model.vocab.eog_tokens(), device=dev,
                         device_auto=True, device_on_at=3.0, device_off_at=1.5, pad_gaps=True)
         made = gen.warm_up() if warm else 0
@@ -125,7 +127,7 @@ def test_warm_up_leaves_nothing_behind(model):
 
     want, _, _ = generate_after(False)
     got, made, after = generate_after(True)
-    assert made == 2 * 4
+    assert made == (3 if greedy_slots else 2) * 4
     assert after == ([-1] * 4, [False] * 4, 0)
     assert got == want
 
