@@ -6,7 +6,7 @@ from llamacy.engine.sampler_core cimport SamplerCore
 
 
 cdef enum:
-    # how a sequence's outputs come back (DeviceSampling.mode)
+    # how a sequence's outputs come back (DeviceSampling.modes)
     MODE_HOST = 0       # its whole logits row (no chain)
     MODE_TOP_K = 1      # its k best candidates and their logits (the rows-top-k chain)
     MODE_GREEDY = 2     # its argmax after its request's logit bias and penalties (the rows-greedy chain)
@@ -50,7 +50,7 @@ cdef class DeviceSampling:
     cdef llama_sampler ** chains     # per sequence: its attached chain, or NULL (host sampling)
     cdef int8_t * modes              # per sequence: MODE_*
     cdef bint usable                 # libllama took the first chain (else: everything on the host)
-    cdef readonly int64_t switches   # attach/detach calls since start (each makes libllama re-plan its graph)
+    cdef readonly int64_t switches   # attach/detach calls since start (each makes libllama re-plan and re-reserve)
     cdef bint ensure(self, int32_t seq, bint on) noexcept nogil
     cdef bint use(self, int32_t seq, int mode) noexcept nogil
     cdef int wanted(self, SamplerCore * core, bint top_k_on) noexcept nogil
