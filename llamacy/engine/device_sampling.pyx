@@ -198,7 +198,7 @@ cdef bint _stage_identity(RowsGreedy * g) noexcept nogil:
     cdef int64_t r, j, n = g.slots * g.n_rows
     cdef int32_t * ids
     cdef float * params
-    if g.staged_rows < g.n_rows:
+    if g.staged_rows != g.n_rows:     # (laid out for its row count: the planes are n apart)
         ids = <int32_t *> realloc(g.ident_ids, n * sizeof(int32_t))
         if ids == NULL:
             return False
@@ -215,9 +215,6 @@ cdef bint _stage_identity(RowsGreedy * g) noexcept nogil:
             g.ident_params[P_REPEAT * n + j] = 1.0
             g.ident_params[P_SUB * n + j] = 0.0
         g.staged_rows = g.n_rows
-    elif g.staged_rows > g.n_rows:    # the staging is laid out for staged_rows: lay it out again
-        g.staged_rows = 0
-        return _stage_identity(g)
     return True
 
 

@@ -328,16 +328,16 @@ cdef class StepPlanner:
         its mode until a request needs another one, and then every idle sequence switches with
         it (the next requests are likely of the same kind)."""
         cdef int32_t t
-        cdef int st, want
+        cdef int st, before
         if self.dev is None:
             return
-        want = self.dev.wanted(self.seqs[s].core, self.dev_on)
-        if self.dev.modes[s] != want:
+        before = self.dev.modes[s]
+        self.dev.choose(s, self.seqs[s].core, self.dev_on)
+        if self.dev.modes[s] != before:
             for t in range(self.n_seq):
                 st = llamacy_load(&self.seqs[t].state)
-                if t != s and (st == SEQ_FREE or st == SEQ_DONE) and self.dev.modes[t] != want:
-                    self.dev.use(t, want)
-        self.dev.choose(s, self.seqs[s].core, self.dev_on)
+                if (st == SEQ_FREE or st == SEQ_DONE) and self.dev.modes[t] != self.dev.modes[s]:
+                    self.dev.use(t, self.dev.modes[s])
 
     cdef void _no_request(self, int32_t s) noexcept nogil:
         """Before the decode: an output of ``s`` that nothing samples (a throw-away token, a
