@@ -36,6 +36,7 @@ decode however many switched): ``StepPlanner._choose_rows`` switches the idle se
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
 from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memset
 
 from third_party.ggml.ggml cimport *
 from third_party.ggml.llama cimport *
@@ -60,7 +61,7 @@ cdef const char * _name(const llama_sampler * smpl) noexcept nogil:
 
 cdef void _apply(llama_sampler * smpl, llama_token_data_array * cur_p) noexcept nogil:
     """On the host (a chain applied to a candidate array): keep the k best, sorted."""
-    cdef RowsTopK * rows = <RowsTopK *> smpl.ctx
+    cdef RowsTopK * rows = (<SeqChain *> smpl.ctx).top_k
     if cur_p.size == 0:
         return
     sort_candidates(cur_p)
@@ -77,27 +78,63 @@ cdef bint _backend_init(llama_sampler * smpl, ggml_backend_buffer_type_t buft,
 
 cdef void _backend_reset(llama_sampler * smpl) noexcept nogil:
     """A new graph is being built: the tensors of the last one are gone."""
-    cdef RowsTopK * rows = <RowsTopK *> smpl.ctx
+    cdef RowsTopK * rows = (<SeqChain *> smpl.ctx).top_k
     rows.src = NULL
     rows.ids = NULL
     rows.vals = NULL
+
+
+cdef inline bint _one_copy(OneCopy * copy, const StepOutputsSeen * seen, ggml_tensor * src,
+                          int64_t elements, int64_t n_vocab) noexcept nogil:
+    """A new graph's first row: whether its kind's results go back in one copy — the graph
+    holds every output of the decode (libllama decodes it in one micro-batch, as a step
+    usually is) and the ``elements`` of the result matrix fit in the row libllama copies them
+    to (n_vocab values)."""
+    copy.n_rows = src.ne[1]
+    copy.leader = -1
+    copy.whole = copy.enabled and src.ne[1] - 1 == seen.n_outputs and elements <= n_vocab
+    return copy.whole
+
+
+cdef inline bint _leads(OneCopy * copy, const StepOutputsSeen * seen, int32_t seq) noexcept nogil:
+    """In a one-copy graph: whether ``seq`` carries the matrix — the first sequence called with
+    an output in the decode (libllama calls the others' chains too, on a stand-in row, and
+    copies nothing of theirs)."""
+    if copy.leader < 0 and seen.has_output[seq]:
+        copy.leader = seq
+        return True
+    return False
+
+
+cdef inline void _took_input(SeqChain * c, OneCopy * copy, const StepOutputsSeen * seen) noexcept nogil:
+    """set_input, for an output of this decode: how its result comes back from the graph about
+    to be computed (built now, or an earlier one reused)."""
+    c.out_row = c.row
+    c.out_gen = seen.gen
+    copy.out_gen = seen.gen
+    copy.out_whole = copy.whole
+    copy.out_leader = copy.leader
+    copy.out_n_rows = copy.n_rows
 
 
 cdef void _backend_apply(llama_sampler * smpl, ggml_context * ctx, ggml_cgraph * gf,
                          llama_sampler_data * data) noexcept nogil:
     """``data.logits`` is one output row: a view of the step's (padded) logits matrix, or a
     lone row (libllama probing the sampler). The first row of a graph adds the top-k of the
-    whole matrix; every row takes its own k ids and values from it."""
-    cdef RowsTopK * rows = <RowsTopK *> smpl.ctx
+    whole matrix; then either one row (the leader's) takes the whole matrix of ids and values
+    and the others nothing (``OneCopy``), or every row takes its own k ids and values."""
+    cdef SeqChain * c = <SeqChain *> smpl.ctx
+    cdef RowsTopK * rows = c.top_k
     cdef ggml_tensor * row = data.logits
     cdef ggml_tensor * src = row.view_src
     cdef ggml_tensor * ids
     cdef int32_t k = rows.k
-    cdef int64_t n_vocab = row.ne[0], r
+    cdef int64_t n_vocab = row.ne[0]
     if k > n_vocab:
         k = <int32_t> n_vocab
     if (src == NULL or src.ne[0] != n_vocab or ggml_nelements(row) != n_vocab or not ggml_is_contiguous(src)
             or row.view_offs % src.nb[1] != 0):
+        c.row = -1
         ids = ggml_top_k(ctx, row, k)
         data.candidates = ids
         data.logits = ggml_get_rows(ctx, ggml_reshape_2d(ctx, row, 1, n_vocab), ids)
@@ -107,9 +144,23 @@ cdef void _backend_apply(llama_sampler * smpl, ggml_context * ctx, ggml_cgraph *
         rows.ids = ggml_set_name(ggml_top_k(ctx, src, k), "llamacy_top_k_ids")
         rows.vals = ggml_set_name(ggml_get_rows(ctx, ggml_reshape_3d(ctx, src, 1, n_vocab, src.ne[1]), rows.ids),
                                   "llamacy_top_k_logits")
-    r = row.view_offs // src.nb[1]
-    data.candidates = ggml_view_1d(ctx, rows.ids, k, r * rows.ids.nb[1])
-    data.logits = ggml_view_1d(ctx, rows.vals, k, r * rows.vals.nb[2])
+        _one_copy(&rows.copy, rows.seen, src, k * src.ne[1], n_vocab)
+    c.row = row.view_offs // src.nb[1]
+    if rows.copy.whole:
+        if _leads(&rows.copy, rows.seen, c.seq):
+            data.candidates = rows.ids
+            data.logits = rows.vals
+        else:
+            data.candidates = NULL
+            data.logits = NULL
+        return
+    data.candidates = ggml_view_1d(ctx, rows.ids, k, c.row * rows.ids.nb[1])
+    data.logits = ggml_view_1d(ctx, rows.vals, k, c.row * rows.vals.nb[2])
+
+
+cdef void _backend_set_input(llama_sampler * smpl) noexcept nogil:
+    cdef SeqChain * c = <SeqChain *> smpl.ctx
+    _took_input(c, &c.top_k.copy, c.top_k.seen)
 
 
 cdef llama_sampler_i rows_top_k_iface
@@ -117,6 +168,7 @@ rows_top_k_iface.name = _name
 rows_top_k_iface.apply = _apply
 rows_top_k_iface.backend_init = _backend_init
 rows_top_k_iface.backend_apply = _backend_apply
+rows_top_k_iface.backend_set_input = _backend_set_input
 rows_top_k_iface.backend_reset = _backend_reset
 
 
@@ -138,7 +190,7 @@ cdef void _greedy_apply(llama_sampler * smpl, llama_token_data_array * cur_p) no
 
 
 cdef void _greedy_backend_reset(llama_sampler * smpl) noexcept nogil:
-    cdef RowsGreedy * g = (<GreedySeq *> smpl.ctx).shared
+    cdef RowsGreedy * g = (<SeqChain *> smpl.ctx).greedy
     g.src = NULL
     g.ids = NULL
     g.params = NULL
@@ -148,11 +200,12 @@ cdef void _greedy_backend_reset(llama_sampler * smpl) noexcept nogil:
 cdef void _greedy_backend_apply(llama_sampler * smpl, ggml_context * ctx, ggml_cgraph * gf,
                                 llama_sampler_data * data) noexcept nogil:
     """As the rows-top-k's: the first row of a graph adds the adjustment and the argmax of the
-    whole logits matrix (see the module's docstring); every row takes its own argmax from it.
-    A lone row (no matrix) gets its plain argmax and no adjustments: libllama only builds those
-    to probe a sampler."""
-    cdef GreedySeq * seq = <GreedySeq *> smpl.ctx
-    cdef RowsGreedy * g = seq.shared
+    whole logits matrix (see the module's docstring); then the leader's row takes every row's
+    argmax and the others nothing (``OneCopy``), or every row takes its own. A lone row (no
+    matrix) gets its plain argmax and no adjustments: libllama only builds those to probe a
+    sampler."""
+    cdef SeqChain * seq = <SeqChain *> smpl.ctx
+    cdef RowsGreedy * g = seq.greedy
     cdef ggml_tensor * row = data.logits
     cdef ggml_tensor * src = row.view_src
     cdef ggml_tensor * flat
@@ -188,9 +241,15 @@ cdef void _greedy_backend_apply(llama_sampler * smpl, ggml_context * ctx, ggml_c
         flat = ggml_set_rows(ctx, flat, ggml_reshape_2d(ctx, adjusted, 1, n), g.ids)
         g.best = ggml_set_name(ggml_argmax(ctx, ggml_reshape_2d(ctx, flat, n_vocab, g.n_rows)), "llamacy_greedy_best")
         g.fresh = True
+        _one_copy(&g.copy, g.seen, src, g.n_rows, n_vocab)
     seq.row = row.view_offs // src.nb[1]
-    data.candidates = ggml_view_1d(ctx, g.best, 1, seq.row * g.best.nb[0])
     data.logits = NULL          # (else libllama copies the row back as the chain's logits)
+    if not g.copy.whole:
+        data.candidates = ggml_view_1d(ctx, g.best, 1, seq.row * g.best.nb[0])
+    elif _leads(&g.copy, g.seen, seq.seq):
+        data.candidates = g.best
+    else:
+        data.candidates = NULL
 
 
 cdef bint _stage_identity(RowsGreedy * g) noexcept nogil:
@@ -222,8 +281,8 @@ cdef void _greedy_backend_set_input(llama_sampler * smpl) noexcept nogil:
     """Before the step: this sequence's row adjusts its request's biased tokens and penalty
     window (each distinct token once; the rest of its slots untouched tokens, adjusted by
     nothing); the first call of a graph or a decode also fills every row with no adjustments."""
-    cdef GreedySeq * seq = <GreedySeq *> smpl.ctx
-    cdef RowsGreedy * g = seq.shared
+    cdef SeqChain * seq = <SeqChain *> smpl.ctx
+    cdef RowsGreedy * g = seq.greedy
     cdef SamplerCore * c = seq.core
     cdef PenaltyState * pen = NULL
     cdef int64_t n = g.slots * g.n_rows, base
@@ -233,6 +292,7 @@ cdef void _greedy_backend_set_input(llama_sampler * smpl) noexcept nogil:
     cdef bint touched
     cdef int32_t ids[MAX_SLOTS]
     cdef float params[N_PLANES][MAX_SLOTS]
+    _took_input(seq, &g.copy, g.seen)
     if g.ids == NULL or g.params == NULL:
         return
     if g.fresh:
@@ -323,16 +383,20 @@ rows_greedy_iface.backend_reset = _greedy_backend_reset
 cdef class DeviceSampling:
     """The device-sampling chains of one context's sequences: rows-top-k (``attach``: attached
     from the start) and, with ``greedy_slots`` > 0, rows-greedy for the requests it can serve
-    (each sequence one chain at a time: ``mode``)."""
+    (each sequence one chain at a time: ``mode``); ``one_copy``: each kind's results of a step
+    come back in one copy where they can (else one per output)."""
 
     def __cinit__(self):
         self.chains = NULL
         self.modes = NULL
-        self.greedy_seqs = NULL
+        self.seq_chains = NULL
+        self.seen.has_output = NULL
+        self.seen.at = NULL
         self.greedy_rows.ident_ids = NULL
         self.greedy_rows.ident_params = NULL
 
-    def __init__(self, Context ctx, int32_t n_seq, int32_t k, bint attach=True, int32_t greedy_slots=0):
+    def __init__(self, Context ctx, int32_t n_seq, int32_t k, bint attach=True, int32_t greedy_slots=0,
+                 bint one_copy=True):
         if k < 1:
             raise ValueError("k must be at least 1")
         if not 0 <= greedy_slots <= MAX_SLOTS:
@@ -341,18 +405,31 @@ cdef class DeviceSampling:
         self.ctx = ctx
         self.k = min(k, ctx.n_vocab)
         self.rows.k = self.k
+        self.rows.n_vocab = ctx.n_vocab
+        self.rows.seen = &self.seen
         self.greedy_slots = greedy_slots
         self.greedy_rows.slots = greedy_slots
         self.greedy_rows.n_vocab = ctx.n_vocab
+        self.greedy_rows.seen = &self.seen
         self.n_seq = n_seq
         self.chains = <llama_sampler **> calloc(n_seq, sizeof(llama_sampler *))
         self.modes = <int8_t *> calloc(n_seq, sizeof(int8_t))
-        self.greedy_seqs = <GreedySeq *> calloc(n_seq, sizeof(GreedySeq))
-        if self.chains == NULL or self.modes == NULL or self.greedy_seqs == NULL:
+        self.seq_chains = <SeqChain *> calloc(n_seq, sizeof(SeqChain))
+        self.seen.has_output = <int8_t *> calloc(n_seq, sizeof(int8_t))
+        self.seen.at = <int32_t *> calloc(n_seq, sizeof(int32_t))
+        if (self.chains == NULL or self.modes == NULL or self.seq_chains == NULL or self.seen.has_output == NULL
+                or self.seen.at == NULL):
             raise MemoryError()
         for s in range(n_seq):
-            self.greedy_seqs[s].shared = &self.greedy_rows
-            self.greedy_seqs[s].row = -1
+            self.seq_chains[s].top_k = &self.rows
+            self.seq_chains[s].greedy = &self.greedy_rows
+            self.seq_chains[s].seq = s
+            self.seq_chains[s].row = -1
+            self.seq_chains[s].out_gen = -1
+        self.rows.copy.out_gen = -1
+        self.greedy_rows.copy.out_gen = -1
+        self.rows.copy.enabled = one_copy
+        self.greedy_rows.copy.enabled = one_copy
         self.usable = True
         for s in range(n_seq if attach else min(n_seq, 1)):   # without: the first one, to learn if libllama takes them
             if not self.ensure(s, True):
@@ -375,7 +452,9 @@ cdef class DeviceSampling:
                     llama_sampler_free(self.chains[s])
             free(self.chains)
         free(self.modes)
-        free(self.greedy_seqs)
+        free(self.seq_chains)
+        free(self.seen.has_output)
+        free(self.seen.at)
         free(self.greedy_rows.ident_ids)
         free(self.greedy_rows.ident_params)
 
@@ -418,7 +497,7 @@ cdef class DeviceSampling:
         """Before a step with an output of ``seq`` for the request ``core``: its chain for
         ``wanted``; returns whether one is attached."""
         if 0 <= seq < self.n_seq:
-            self.greedy_seqs[seq].core = core
+            self.seq_chains[seq].core = core
         return self.use(seq, self.wanted(core, top_k_on))
 
     cdef bint use(self, int32_t seq, int mode) noexcept nogil:
@@ -450,9 +529,9 @@ cdef class DeviceSampling:
         if chain == NULL:
             return False
         if mode == MODE_GREEDY:
-            member = llama_sampler_init(&rows_greedy_iface, &self.greedy_seqs[seq])
+            member = llama_sampler_init(&rows_greedy_iface, &self.seq_chains[seq])
         else:
-            member = llama_sampler_init(&rows_top_k_iface, &self.rows)
+            member = llama_sampler_init(&rows_top_k_iface, &self.seq_chains[seq])
         llama_sampler_chain_add(chain, member)
         if not llama_set_sampler(self.ctx.c_ctx, seq, chain):
             llama_sampler_free(chain)
@@ -461,3 +540,46 @@ cdef class DeviceSampling:
         self.modes[seq] = mode
         self.switches += 1
         return True
+
+    cdef void begin_decode(self, const llama_batch * batch) noexcept nogil:
+        """Before each llama_decode of ``batch``: which sequences have an output in it (the
+        one-copy graphs choose their leader among them, ``collect`` finds its row by it)."""
+        cdef int32_t i, s
+        cdef StepOutputsSeen * seen = &self.seen
+        self.greedy_rows.fresh = True
+        seen.gen += 1
+        seen.n_outputs = 0
+        memset(seen.has_output, 0, self.n_seq * sizeof(int8_t))
+        for i in range(batch.n_tokens):
+            if batch.logits != NULL:
+                if not batch.logits[i]:
+                    continue
+            elif i != batch.n_tokens - 1:       # (no flags: the last token's only)
+                continue
+            seen.n_outputs += 1
+            s = batch.seq_id[i][0] if batch.seq_id != NULL else 0
+            if 0 <= s < self.n_seq:
+                seen.has_output[s] = 1
+                seen.at[s] = i
+
+    cdef void collect(self) noexcept nogil:
+        """After the decode begun last: where each kind's one copy landed (the leader's row of
+        libllama's sampled candidates or logits), checked against the matrix's size; NULL for a
+        kind whose results came back per output (or not at all)."""
+        self.top_k_ids = NULL
+        self.top_k_logits = NULL
+        self.greedy_best = NULL
+        cdef OneCopy * copy = &self.rows.copy
+        cdef int32_t idx
+        cdef llama_context * c_ctx = self.ctx.c_ctx
+        if copy.out_gen == self.seen.gen and copy.out_whole and copy.out_leader >= 0:
+            idx = self.seen.at[copy.out_leader]
+            if (llama_get_sampled_candidates_count_ith(c_ctx, idx) == self.k * copy.out_n_rows
+                    and llama_get_sampled_logits_count_ith(c_ctx, idx) == self.k * copy.out_n_rows):
+                self.top_k_ids = llama_get_sampled_candidates_ith(c_ctx, idx)
+                self.top_k_logits = llama_get_sampled_logits_ith(c_ctx, idx)
+        copy = &self.greedy_rows.copy
+        if copy.out_gen == self.seen.gen and copy.out_whole and copy.out_leader >= 0:
+            idx = self.seen.at[copy.out_leader]
+            if llama_get_sampled_candidates_count_ith(c_ctx, idx) == copy.out_n_rows:
+                self.greedy_best = llama_get_sampled_candidates_ith(c_ctx, idx)

@@ -288,7 +288,7 @@ cdef class Generator:
                 for n in self.plan.warm_up_shapes():
                     self.plan.write_warm_up(n)
                     if dev is not None:
-                        dev.begin_decode()
+                        dev.begin_decode(&self.batch.c_batch)
                     with nogil:
                         rc = llama_decode(self.c_ctx, self.batch.c_batch)
                         if rc == 0:
@@ -446,7 +446,7 @@ cdef class Generator:
         view.seq_id = view.seq_id + start
         view.logits = view.logits + start
         if self.plan.dev is not None:
-            self.plan.dev.begin_decode()
+            self.plan.dev.begin_decode(&view)
         return llama_decode(self.c_ctx, view)
 
     cdef int _call_fault_hook(self, int32_t n) noexcept nogil:
@@ -531,6 +531,7 @@ cdef class Generator:
         return {"graphs_reused": reused,
                 "device_switches": self.plan.dev.switches if self.plan.dev is not None else 0, "outputs": c.outputs,
                 "device_outputs": c.device_outputs, "device_greedy_outputs": c.device_greedy_outputs,
+                "device_one_copy_outputs": c.device_one_copy_outputs,
                 "runs": c.runs, "steps": c.steps, "tokens": c.tokens, "pad_tokens": c.pad_tokens,
                 "run_seconds": c.run_s, "decode_seconds": c.decode_s, "sync_seconds": c.sync_s,
                 "sample_seconds": c.sample_s, "wait_seconds": c.wait_s}

@@ -100,6 +100,7 @@ ctypedef struct LoopCounters:
     int64_t outputs           # outputs sampled
     int64_t device_outputs    # of which sampled on the device: from top-k candidates or a device greedy's token
     int64_t device_greedy_outputs   # of which a device greedy's token
+    int64_t device_one_copy_outputs # of the device outputs, those whose step's results of their kind came back in one copy
     double decode_s           # in llama_decode (on a GPU: building and launching the graph)
     double sync_s             # waiting for the device to finish the step (llama_synchronize)
     double sample_s           # sampling the outputs

@@ -82,8 +82,13 @@ cdef class StepOutputs:
         cdef float * raw = NULL
         cdef float * dev_logits = NULL
         cdef llama_token * dev_cand = NULL
+        cdef llama_token * whole_ids
+        cdef float * whole_logits
+        cdef int whole
         self.n_rows = 0
         self.n_tokens = 0
+        if dev is not None:
+            dev.collect()
         for k in range(n_out):
             if not (start <= out_idx[k] < start + m):
                 self.core[k] = NULL
@@ -99,6 +104,19 @@ cdef class StepOutputs:
             n_pick += 1
             if dev is not None and dev.chains[out_seq[k]] != NULL:
                 tally.device_outputs += 1
+                whole = dev.whole_result(out_seq[k], &whole_ids, &whole_logits)
+                if whole != 0:
+                    if whole < 0:
+                        continue        # (lost: sampled as NO_LOGITS)
+                    tally.device_one_copy_outputs += 1
+                    self.cand[k] = whole_ids
+                    if whole_logits == NULL:                # a device greedy's token
+                        tally.device_greedy_outputs += 1
+                        self.n_tokens += 1
+                    else:
+                        self.rows[k] = whole_logits
+                        self.n_cand[k] = dev.k
+                    continue
                 if dev_cand == NULL:
                     dev_cand = llama_get_sampled_candidates_ith(self.c_ctx, out_idx[k] - start)
                     if dev_cand == NULL:

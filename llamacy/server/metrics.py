@@ -173,6 +173,9 @@ def _loop_families(c: dict):
                               value=c["device_outputs"])
     yield CounterMetricFamily("llamacy:engine_device_greedy_outputs", "Of those, greedy outputs whose argmax "
                               "was taken on the device.", value=c["device_greedy_outputs"])
+    yield CounterMetricFamily("llamacy:engine_device_one_copy_outputs", "Of the device outputs, those whose step's "
+                              "results (of their kind) came back from the device in one copy rather than one per "
+                              "output.", value=c["device_one_copy_outputs"])
     yield CounterMetricFamily("llamacy:engine_device_switches", "Slots switched between device candidates and "
                               "whole logits rows (each re-plans the decode graph).", value=c["device_switches"])
     yield CounterMetricFamily("llamacy:engine_graphs_reused", "Decode graphs the engine reused instead of "

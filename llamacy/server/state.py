@@ -252,7 +252,8 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
     far more of its prompt (LLAMACY_ROWS_PER_THREAD, LLAMACY_COMPACT_REUSE_MIN: benchmark knobs).
     A GPU loop decodes its batch sizes once before serving (LLAMACY_WARM_UP=0: not). With backend
     sampling, greedy requests get their argmax on the device whatever the load (LLAMACY_DEVICE_GREEDY=0:
-    not, a benchmark knob)."""
+    not, a benchmark knob), and a step's device results come back in one copy per kind where they
+    can (LLAMACY_DEVICE_ONE_COPY=0: one per output, a benchmark knob)."""
     from llamacy.engine.generation import STABLE_ON_AT
     from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
     from llamacy.serving.admission import COMPACT_REUSE_MIN
@@ -263,6 +264,7 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
             "device_auto": c.backend_sampling == "auto",
             "device_greedy_slots": (DEVICE_GREEDY_SLOTS if backend_sampling and not projector
                                     and os.environ.get("LLAMACY_DEVICE_GREEDY", "1") != "0" else 0),
+            "device_one_copy": os.environ.get("LLAMACY_DEVICE_ONE_COPY", "1") != "0",
             "stable_on_at": float(os.environ.get("LLAMACY_STABLE_ON_AT", STABLE_ON_AT)),
             "rows_per_thread": int(rows),
             "compact_reuse_min": int(os.environ.get("LLAMACY_COMPACT_REUSE_MIN", COMPACT_REUSE_MIN)),

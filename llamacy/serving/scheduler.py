@@ -79,7 +79,7 @@ class Scheduler(SlotOperations):
                  projector=None, pad_gaps: bool = False, device_top_k: int = 0, device_auto: bool = False,
                  stable_on_at: float = STABLE_ON_AT, rows_per_thread: int = ROWS_PER_THREAD,
                  compact_reuse_min: int = COMPACT_REUSE_MIN, warm_up: bool = False,
-                 device_greedy_slots: int = 0) -> None:
+                 device_greedy_slots: int = 0, device_one_copy: bool = True) -> None:
         self.model = model
         self.ctx = ctx
         self.vocab = model.vocab
@@ -113,9 +113,11 @@ class Scheduler(SlotOperations):
         self.compact_reuse_min = compact_reuse_min   # cached tokens that outweigh a gap (admission)
         # device_top_k > 0: each output's best candidates are selected on the device (see Generator);
         # device_auto: only while the steps have many outputs; device_greedy_slots > 0: greedy
-        # requests touching at most that many tokens (bias, penalty window) get their argmax there
+        # requests touching at most that many tokens (bias, penalty window) get their argmax there;
+        # device_one_copy: a step's results of each kind come back in one copy where they can
         self.device_sampling = (DeviceSampling(ctx, n_parallel, device_top_k, attach=not device_auto,
-                                               greedy_slots=device_greedy_slots) if device_top_k > 0 else None)
+                                               greedy_slots=device_greedy_slots, one_copy=device_one_copy)
+                                if device_top_k > 0 else None)
         self.gen = Generator(ctx, n_parallel, self.n_batch, self.pieces, self.vocab.eog_tokens(), ga_n=grp_attn_n,
                              ga_w=grp_attn_w, max_n_probs=max_n_probs, notify_fd=self._notify_fd, pad_gaps=pad_gaps,
                              device=self.device_sampling, device_auto=device_auto,

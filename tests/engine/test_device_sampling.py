@@ -21,9 +21,9 @@ PROMPTS = [PROMPT, "def fibonacci(n):", "Once upon a time", "one two three one t
 SAMPLED = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, repeat_last_n=64)
 
 
-def generate(model, params, k, greedy_slots=0, n_predict=20, **loop):
+def generate(model, params, k, greedy_slots=0, n_predict=20, one_copy=True, **loop):
     ctx = Context(model, n_ctx=4 * 256, n_batch=512, n_seq_max=4, n_threads=N_THREADS)
-    dev = DeviceSampling(ctx, 4, k, greedy_slots=greedy_slots) if k else None
+    dev = DeviceSampling(ctx, 4, k, greedy_slots=greedy_slots, one_copy=one_copy) if k else None
     gen = Generator(ctx, 4, 512, model.vocab.pieces, model.vocab.eog_tokens(), device=dev, **loop)
     for i, p in enumerate(params):
         gen.add(i, Sampler(model, p), model.vocab.tokenize(PROMPTS[i]), 0, 256, 0, n_predict)
@@ -55,6 +55,21 @@ def test_the_same_tokens_as_the_whole_row(model):
     assert counters["outputs"] == host["outputs"] == 4 * 20
     assert counters["device_outputs"] == 4 * 20 and host["device_outputs"] == 0
     assert counters["device_switches"] == 0 and all(dev.attached(s) for s in range(4))
+    # the prompts' step is decoded as a micro-batch per prompt length: its results come back
+    # per output; every later step's in one copy (the leader's row)
+    assert counters["device_one_copy_outputs"] == 4 * 20 - 4
+    apart, counters, _ = generate(model, params, 128, one_copy=False)
+    assert apart == want and counters["device_outputs"] == 4 * 20 and counters["device_one_copy_outputs"] == 0
+
+
+def test_results_that_do_not_fit_a_row_come_back_per_output(model):
+    """k x (outputs + 1) above n_vocab: the top-k matrix cannot travel on one row."""
+    params = [SamplingParams(seed=11, **SAMPLED), SamplingParams(seed=12, **SAMPLED)]
+    want, _, _ = generate(model, params, None)
+    k = model.vocab.n_vocab // 3 + 1
+    got, counters, _ = generate(model, params, k)
+    assert got == want
+    assert counters["device_outputs"] == 2 * 20 and counters["device_one_copy_outputs"] == 0
 
 
 def test_a_request_needing_more_than_k_samples_its_whole_row(model):
@@ -176,6 +191,7 @@ def test_device_greedy_gives_the_host_tokens(model):
     assert counters["outputs"] == sum(map(len, want))           # (those without ignore_eos may end early)
     assert counters["device_outputs"] == counters["outputs"]
     assert counters["device_greedy_outputs"] == counters["outputs"] - len(want[3])
+    assert counters["device_one_copy_outputs"] == counters["outputs"] - 4       # (the prompts' step per output)
     assert [dev.mode_of(s) for s in range(4)] == ["greedy", "greedy", "greedy", "top-k"]
 
 
@@ -202,6 +218,7 @@ def test_device_greedy_with_throw_away_tokens_and_a_stable_shape(model):
     assert got == want
     assert counters["pad_tokens"] > 0
     assert counters["device_greedy_outputs"] == sum(len(got[i]) for i in range(3))
+    assert counters["device_one_copy_outputs"] > counters["device_outputs"] // 2
 
 
 def test_a_greedy_request_touching_more_than_the_slots_uses_the_top_k(model):

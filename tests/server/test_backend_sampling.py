@@ -55,6 +55,9 @@ def test_the_same_results_as_sampling_on_the_host(host, device):
     on_device = after["llamacy:engine_device_outputs_total"] - before["llamacy:engine_device_outputs_total"]
     assert outputs == sum(w["tokens_predicted"] for w in want)
     assert on_device == outputs                                  # every one of them on the device
+    # one request at a time: every step's device results came back in one copy per kind
+    assert (after["llamacy:engine_device_one_copy_outputs_total"]
+            - before["llamacy:engine_device_one_copy_outputs_total"]) == on_device
     greedy_on_device = (after["llamacy:engine_device_greedy_outputs_total"]
                         - before["llamacy:engine_device_greedy_outputs_total"])
     assert greedy_on_device == sum(w["tokens_predicted"] for w, b in zip(want, REQUESTS) if b["temperature"] == 0)

@@ -54,7 +54,7 @@ def test_the_loop_pads_only_an_attention_model_on_a_gpu():
     assert loop_options(auto, gpu=True, recurrent=False, projector=False) | {"stable_on_at": 0} == {
         "pad_gaps": True, "device_top_k": DEVICE_TOP_K, "device_auto": True, "stable_on_at": 0,
         "rows_per_thread": GPU_ROWS_PER_THREAD, "compact_reuse_min": COMPACT_REUSE_MIN, "warm_up": True,
-        "device_greedy_slots": DEVICE_GREEDY_SLOTS}
+        "device_greedy_slots": DEVICE_GREEDY_SLOTS, "device_one_copy": True}
     assert loop_options(auto, gpu=False, recurrent=False, projector=False)["rows_per_thread"] == ROWS_PER_THREAD
     assert loop_options(auto, gpu=True, recurrent=True, projector=False)["pad_gaps"] is False
     assert loop_options(auto, gpu=True, recurrent=False, projector=True)["pad_gaps"] is False

@@ -257,6 +257,7 @@ cdef extern from "llama.h" nogil:
     float * llama_get_sampled_logits_ith(llama_context * ctx, int32_t i)
     uint32_t llama_get_sampled_logits_count_ith(llama_context * ctx, int32_t i)
     llama_token * llama_get_sampled_candidates_ith(llama_context * ctx, int32_t i)
+    uint32_t llama_get_sampled_candidates_count_ith(llama_context * ctx, int32_t i)
     llama_perf_context_data llama_perf_context(const llama_context * ctx)
     float * llama_get_embeddings_ith(llama_context * ctx, int32_t i)
     float * llama_get_embeddings_seq(llama_context * ctx, llama_seq_id seq_id)
