@@ -35,7 +35,6 @@ ctypedef struct OneCopy:     # a chain kind's results brought back in one copy f
 
 ctypedef struct RowsTopK:
     int32_t k
-    int32_t n_vocab
     StepOutputsSeen * seen
     OneCopy copy
     ggml_tensor * src        # the padded logits of the graph being built (NULL: not seen yet)

@@ -33,6 +33,14 @@ of a row, adjust untouched tokens by nothing.
 
 Each attach or detach also makes libllama reserve its buffers again (milliseconds; once per
 decode however many switched): ``StepPlanner._choose_rows`` switches the idle sequences along.
+
+libllama brings each output's sampler results back to the host with a copy of their own (two
+per top-k output). When a graph holds every output of the decode (one micro-batch, as a step
+under load is) and a kind's result matrix fits in a row (n_vocab values), the first sequence
+with an output hands libllama the whole matrix and the others nothing (``OneCopy``): one copy
+per kind and step. ``set_input`` records each output's row in the graph actually computed
+(built now or reused), ``begin_decode`` which sequences have an output, and ``collect`` /
+``whole_result`` read the step's results from the leader's row.
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
 from libc.stdlib cimport calloc, free, realloc
@@ -405,7 +413,6 @@ cdef class DeviceSampling:
         self.ctx = ctx
         self.k = min(k, ctx.n_vocab)
         self.rows.k = self.k
-        self.rows.n_vocab = ctx.n_vocab
         self.rows.seen = &self.seen
         self.greedy_slots = greedy_slots
         self.greedy_rows.slots = greedy_slots
