@@ -92,16 +92,15 @@ cdef void _backend_reset(llama_sampler * smpl) noexcept nogil:
     rows.vals = NULL
 
 
-cdef inline bint _one_copy(OneCopy * copy, const StepOutputsSeen * seen, ggml_tensor * src,
+cdef inline void _one_copy(OneCopy * copy, const StepOutputsSeen * seen, ggml_tensor * src,
                           int64_t elements, int64_t n_vocab) noexcept nogil:
-    """A new graph's first row: whether its kind's results go back in one copy — the graph
+    """A new graph's first row: decides whether its kind's results go back in one copy — the graph
     holds every output of the decode (libllama decodes it in one micro-batch, as a step
     usually is) and the ``elements`` of the result matrix fit in the row libllama copies them
     to (n_vocab values)."""
     copy.n_rows = src.ne[1]
     copy.leader = -1
     copy.whole = copy.enabled and src.ne[1] - 1 == seen.n_outputs and elements <= n_vocab
-    return copy.whole
 
 
 cdef inline bint _leads(OneCopy * copy, const StepOutputsSeen * seen, int32_t seq) noexcept nogil:
