@@ -49,9 +49,10 @@ cdef enum:
 # rows, so it pays only where it spares copying and scanning many whole rows.
 DEVICE_ON_AT = 48.0
 DEVICE_OFF_AT = 32.0
-# stable shape (with pad_gaps): from this many outputs per step on average, off below the second
+# stable shape (with pad_gaps): from this many outputs in a step (or on average), off when a step
+# has fewer than the second
 STABLE_ON_AT = 24.0
-STABLE_OFF_AT = 16.0
+STABLE_OFF_AT = 4.0
 
 ENTRY_TOKEN, ENTRY_PREFILL, ENTRY_SHIFT = E_TOKEN, E_PREFILL, E_SHIFT
 END_EOG, END_LIMIT, END_STOP, END_NOTHING = F_EOG, F_LIMIT, F_STOP, F_NOTHING

@@ -288,16 +288,20 @@ cdef class StepPlanner:
 
     cdef void _track_load(self) noexcept nogil:
         """The outputs per step (a moving average) and, with pad_gaps, whether the coming steps
-        keep a stable shape (decided for the next step's chunks: this one's are planned)."""
+        keep a stable shape (decided for the next step's chunks: this one's are planned): on as
+        soon as this step's outputs or their average reach ``stable_on_at`` (a burst of arrivals
+        is stable before the average catches up: while unstable, each arrival changes the
+        shape), off once this step's fall below ``stable_off_at`` (as a burst's requests end one
+        by one, each end would change an unstable shape; a stable one keeps it)."""
         cdef int32_t s, n = 0
         for s in range(self.n_seq):
             if self.plan_kind[s] == P_TOKEN or (self.plan_kind[s] == P_CHUNK and self.plan_out[s]):
                 n += 1
         self.load += (n - self.load) / 16.0
         if self.pad_gaps:
-            if not self.stable and self.load >= self.stable_on_at:
+            if not self.stable and (n >= self.stable_on_at or self.load >= self.stable_on_at):
                 self.stable = True
-            elif self.stable and self.load < self.stable_off_at:
+            elif self.stable and n < self.stable_off_at:
                 self.stable = False
 
     cdef void _device_policy(self) noexcept nogil:

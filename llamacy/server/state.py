@@ -245,16 +245,17 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
     """How the generation loop uses the device (Scheduler keywords). On a GPU it pads idle slots
     with throw-away tokens (removed after the step: not from a recurrent state, which cannot drop
     a token; not with a projector, whose images are evaluated between runs) and keeps a stable
-    batch shape under load from LLAMACY_STABLE_ON_AT outputs a step (a benchmark knob; "inf":
-    never). Backend sampling: --backend-sampling always, auto only with a GPU and only while the
-    steps have many outputs (where it pays), never with a projector. With a GPU a step's outputs
-    are sampled on more threads, and a request takes the lowest idle slot unless another holds
-    far more of its prompt (LLAMACY_ROWS_PER_THREAD, LLAMACY_COMPACT_REUSE_MIN: benchmark knobs).
-    A GPU loop decodes its batch sizes once before serving (LLAMACY_WARM_UP=0: not). With backend
-    sampling, greedy requests get their argmax on the device whatever the load (LLAMACY_DEVICE_GREEDY=0:
-    not, a benchmark knob), and a step's device results come back in one copy per kind where they
-    can (LLAMACY_DEVICE_ONE_COPY=0: one per output, a benchmark knob)."""
-    from llamacy.engine.generation import STABLE_ON_AT
+    batch shape under load: from LLAMACY_STABLE_ON_AT outputs a step until a step has fewer than
+    LLAMACY_STABLE_OFF_AT ("inf": never). Backend sampling: --backend-sampling always, auto only
+    with a GPU and only while the steps have many outputs (from LLAMACY_DEVICE_ON_AT a step on
+    average until below LLAMACY_DEVICE_OFF_AT), never with a projector. With a GPU a step's outputs
+    are sampled on more threads, and a request takes the lowest idle slot unless another holds far
+    more of its prompt (LLAMACY_ROWS_PER_THREAD, LLAMACY_COMPACT_REUSE_MIN). A GPU loop decodes its
+    batch sizes once before serving (LLAMACY_WARM_UP=0: not). With backend sampling, greedy
+    requests get their argmax on the device whatever the load (LLAMACY_DEVICE_GREEDY=0: not), and a
+    step's device results come back in one copy per kind where they can (LLAMACY_DEVICE_ONE_COPY=0:
+    one per output). The LLAMACY_* variables are benchmark knobs."""
+    from llamacy.engine.generation import DEVICE_OFF_AT, DEVICE_ON_AT, STABLE_OFF_AT, STABLE_ON_AT
     from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
     from llamacy.serving.admission import COMPACT_REUSE_MIN
     backend_sampling = c.backend_sampling == "on" or (c.backend_sampling == "auto" and gpu)
@@ -266,6 +267,9 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
                                     and os.environ.get("LLAMACY_DEVICE_GREEDY", "1") != "0" else 0),
             "device_one_copy": os.environ.get("LLAMACY_DEVICE_ONE_COPY", "1") != "0",
             "stable_on_at": float(os.environ.get("LLAMACY_STABLE_ON_AT", STABLE_ON_AT)),
+            "stable_off_at": float(os.environ.get("LLAMACY_STABLE_OFF_AT", STABLE_OFF_AT)),
+            "device_on_at": float(os.environ.get("LLAMACY_DEVICE_ON_AT", DEVICE_ON_AT)),
+            "device_off_at": float(os.environ.get("LLAMACY_DEVICE_OFF_AT", DEVICE_OFF_AT)),
             "rows_per_thread": int(rows),
             "compact_reuse_min": int(os.environ.get("LLAMACY_COMPACT_REUSE_MIN", COMPACT_REUSE_MIN)),
             "warm_up": gpu and not projector and not recurrent and os.environ.get("LLAMACY_WARM_UP", "1") != "0"}

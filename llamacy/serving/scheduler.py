@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from llamacy.engine.context import Batch, Context
 from llamacy.engine.device_sampling import DeviceSampling
-from llamacy.engine.generation import RUN_ERROR, STABLE_OFF_AT, STABLE_ON_AT, Generator
+from llamacy.engine.generation import (DEVICE_OFF_AT, DEVICE_ON_AT, RUN_ERROR, STABLE_OFF_AT, STABLE_ON_AT,
+                                       Generator)
 from llamacy.engine.model import Model
 from llamacy.engine.step_outputs import ROWS_PER_THREAD
 from llamacy.errors import DecodeError, InvalidRequestError, LlamacyError, NoKvSlotError, QueueFullError, UnavailableError
@@ -77,7 +78,9 @@ class Scheduler(SlotOperations):
                  embed_ctx: Context | None = None, grp_attn_n: int = 1, grp_attn_w: int = 512,
                  max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None,
                  projector=None, pad_gaps: bool = False, device_top_k: int = 0, device_auto: bool = False,
-                 stable_on_at: float = STABLE_ON_AT, rows_per_thread: int = ROWS_PER_THREAD,
+                 stable_on_at: float = STABLE_ON_AT, stable_off_at: float = STABLE_OFF_AT,
+                 device_on_at: float = DEVICE_ON_AT, device_off_at: float = DEVICE_OFF_AT,
+                 rows_per_thread: int = ROWS_PER_THREAD,
                  compact_reuse_min: int = COMPACT_REUSE_MIN, warm_up: bool = False,
                  device_greedy_slots: int = 0, device_one_copy: bool = True) -> None:
         self.model = model
@@ -121,7 +124,8 @@ class Scheduler(SlotOperations):
         self.gen = Generator(ctx, n_parallel, self.n_batch, self.pieces, self.vocab.eog_tokens(), ga_n=grp_attn_n,
                              ga_w=grp_attn_w, max_n_probs=max_n_probs, notify_fd=self._notify_fd, pad_gaps=pad_gaps,
                              device=self.device_sampling, device_auto=device_auto,
-                             stable_on_at=stable_on_at, stable_off_at=min(STABLE_OFF_AT, stable_on_at),
+                             device_on_at=device_on_at, device_off_at=min(device_off_at, device_on_at),
+                             stable_on_at=stable_on_at, stable_off_at=min(stable_off_at, stable_on_at),
                              rows_per_thread=rows_per_thread)
         if warm_up:   # a GPU's kernels for each batch size load now, not in the first busy steps
             t0 = time.monotonic()

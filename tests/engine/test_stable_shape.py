@@ -54,3 +54,28 @@ def test_a_stable_shape_gives_the_plain_loops_tokens(model):
     assert counters["steps"] > plain["steps"]           # prompts now take a step a token
     # one shape from step 2 on: the graph of every later step is reused
     assert counters["graphs_reused"] == counters["steps"] - 2
+
+
+def burst(model, *, pad: bool):
+    """Four requests at once in sequences 0-3 of 8 — three of 6 tokens, one of 20 — with the
+    stable shape on from 4 outputs a step, off below 2."""
+    ctx = Context(model, n_ctx=8 * 128, n_batch=64, n_seq_max=8, n_threads=N_THREADS)
+    gen = Generator(ctx, 8, 64, model.vocab.pieces, model.vocab.eog_tokens(), pad_gaps=pad,
+                    stable_on_at=4.0, stable_off_at=2.0)
+    for i, (text, n) in enumerate(zip([*SHORT, "Water boils at"], [6, 6, 6, 20])):
+        gen.add(i, Sampler(model, SamplingParams(seed=i, temperature=0.8)), model.vocab.tokenize(text), 0, 128, 0, n)
+    _, steps = run(gen)
+    return tokens_by_seq(steps), gen.counters
+
+
+def test_a_burst_is_stable_at_once_and_its_last_request_alone_is_not(model):
+    """The step's own outputs decide, not only their average: the first step (four prompts, four
+    outputs) is already padded to the bucket (sequences 4-7 a throw-away token each), and so are
+    the five steps while all four generate; the step where one request is left (fewer than 2
+    outputs) is not, nor any after it — the average would have kept the padding for many steps."""
+    want, _ = burst(model, pad=False)
+    got, counters = burst(model, pad=True)
+    assert got == want
+    assert {s: len(t) for s, t in got.items()} == {0: 6, 1: 6, 2: 6, 3: 20}
+    assert counters["steps"] == 20
+    assert counters["pad_tokens"] == 6 * 4
