@@ -53,6 +53,9 @@ DEVICE_OFF_AT = 32.0
 # has fewer than the second
 STABLE_ON_AT = 24.0
 STABLE_OFF_AT = 4.0
+# stable shape: a prompt remainder up to this many tokens goes in a token a step (longer ones in
+# one chunk: a step of another shape, which libllama rebuilds its graph for, then rebuilds back)
+STREAM_MAX = 16
 
 ENTRY_TOKEN, ENTRY_PREFILL, ENTRY_SHIFT = E_TOKEN, E_PREFILL, E_SHIFT
 END_EOG, END_LIMIT, END_STOP, END_NOTHING = F_EOG, F_LIMIT, F_STOP, F_NOTHING
@@ -105,7 +108,8 @@ cdef class Generator:
                  int32_t ga_w=512, int32_t max_n_probs=100, int notify_fd=-1, bint pad_gaps=False,
                  DeviceSampling device=None, bint device_auto=False, double device_on_at=DEVICE_ON_AT,
                  double device_off_at=DEVICE_OFF_AT, double stable_on_at=STABLE_ON_AT,
-                 double stable_off_at=STABLE_OFF_AT, int32_t rows_per_thread=ROWS_PER_THREAD):
+                 double stable_off_at=STABLE_OFF_AT, int32_t stream_max=STREAM_MAX,
+                 int32_t rows_per_thread=ROWS_PER_THREAD):
         """``pad_gaps`` (a GPU): throw-away tokens for idle sequences and, under load, a stable
         batch shape; ``device``/``device_auto``: outputs sampled on the device (top-k candidates,
         greedy tokens) — both decided per step by ``step_plan.StepPlanner`` (its docstring says how),
@@ -147,7 +151,8 @@ cdef class Generator:
             if self.ring[i].entries == NULL or self.ring[i].probs == NULL:
                 raise MemoryError()
         self.plan = StepPlanner(ctx, self.batch, n_seq, n_batch, ga_n=ga_n, ga_w=ga_w, pad_gaps=pad_gaps,
-                                stable_on_at=stable_on_at, stable_off_at=stable_off_at, device=device,
+                                stable_on_at=stable_on_at, stable_off_at=stable_off_at, stream_max=stream_max,
+                                device=device,
                                 device_auto=device_auto, device_on_at=device_on_at, device_off_at=device_off_at)
         self.plan.bind(self.seqs, &self.tally)
         self.fault_hook = None

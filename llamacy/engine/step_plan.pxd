@@ -35,6 +35,7 @@ cdef class StepPlanner:
     cdef bint stable
     cdef double stable_on_at
     cdef double stable_off_at
+    cdef int32_t stream_max       # stable: a prompt remainder up to this long goes in a token a step
     cdef double load              # outputs per step, moving average over about 16 steps
     cdef int32_t * pad_seq
     cdef int32_t * pad_pos

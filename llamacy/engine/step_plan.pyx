@@ -11,7 +11,7 @@ the steps average ``stable_on_at`` outputs or more (until below ``stable_off_at`
 keeps its shape from step to step, so that libllama reuses its decode graph (a rebuild costs
 ~10 ms of host time on a GPU): every sequence of [0, a multiple of SHAPE_BUCKET) gets a token —
 idle ones a throw-away one — every token is an output, and a prompt remainder of up to
-STREAM_MAX tokens goes in a token a step instead of a second micro-batch.
+``stream_max`` tokens goes in a token a step instead of a second micro-batch.
 
 The planner also decides which outputs are sampled on the device (``DeviceSampling``): a sequence
 whose greedy request a device greedy can serve gets that chain; one whose request can be
@@ -29,7 +29,6 @@ from llamacy.engine.loop_types cimport *
 from llamacy.engine.sampler_core cimport SamplerCore
 
 cdef enum:
-    STREAM_MAX = 16       # stable shape: a prompt remainder up to this long goes in a token a step
     SHAPE_BUCKET = 16     # stable shape: the batch covers sequences [0, a multiple of this)
 
 
@@ -52,7 +51,7 @@ cdef class StepPlanner:
         self.pad_pos = NULL
 
     def __init__(self, Context ctx, Batch batch, int32_t n_seq, int32_t n_batch, *, int32_t ga_n, int32_t ga_w,
-                 bint pad_gaps, double stable_on_at, double stable_off_at, DeviceSampling device,
+                 bint pad_gaps, double stable_on_at, double stable_off_at, int32_t stream_max, DeviceSampling device,
                  bint device_auto, double device_on_at, double device_off_at):
         ctx._check()
         self.batch = batch
@@ -79,6 +78,7 @@ cdef class StepPlanner:
         self.pad_gaps = pad_gaps and ga_n == 1
         self.stable = False
         self.stable_on_at, self.stable_off_at = stable_on_at, stable_off_at
+        self.stream_max = stream_max
         self.load = 0.0
         self.dev = device
         self.dev_auto = device_auto and device is not None
@@ -168,7 +168,7 @@ cdef class StepPlanner:
                 q.trim_from = -1
             start = q.n_prompt_done
             n = q.n_prompt - start
-            streamed = self.stable and n <= STREAM_MAX and self.ga_n == 1
+            streamed = self.stable and n <= self.stream_max and self.ga_n == 1
             if streamed:               # a token a step: the batch keeps its shape
                 n = 1
             if n > budget:

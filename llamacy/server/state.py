@@ -246,7 +246,8 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
     with throw-away tokens (removed after the step: not from a recurrent state, which cannot drop
     a token; not with a projector, whose images are evaluated between runs) and keeps a stable
     batch shape under load: from LLAMACY_STABLE_ON_AT outputs a step until a step has fewer than
-    LLAMACY_STABLE_OFF_AT ("inf": never). Backend sampling: --backend-sampling always, auto only
+    LLAMACY_STABLE_OFF_AT ("inf": never), prompt remainders of up to LLAMACY_STREAM_MAX tokens
+    going in a token a step. Backend sampling: --backend-sampling always, auto only
     with a GPU and only while the steps have many outputs (from LLAMACY_DEVICE_ON_AT a step on
     average until below LLAMACY_DEVICE_OFF_AT), never with a projector. With a GPU a step's outputs
     are sampled on more threads, and a request takes the lowest idle slot unless another holds far
@@ -255,7 +256,7 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
     requests get their argmax on the device whatever the load (LLAMACY_DEVICE_GREEDY=0: not), and a
     step's device results come back in one copy per kind where they can (LLAMACY_DEVICE_ONE_COPY=0:
     one per output). The LLAMACY_* variables are benchmark knobs."""
-    from llamacy.engine.generation import DEVICE_OFF_AT, DEVICE_ON_AT, STABLE_OFF_AT, STABLE_ON_AT
+    from llamacy.engine.generation import DEVICE_OFF_AT, DEVICE_ON_AT, STABLE_OFF_AT, STABLE_ON_AT, STREAM_MAX
     from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
     from llamacy.serving.admission import COMPACT_REUSE_MIN
     backend_sampling = c.backend_sampling == "on" or (c.backend_sampling == "auto" and gpu)
@@ -268,6 +269,7 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
             "device_one_copy": os.environ.get("LLAMACY_DEVICE_ONE_COPY", "1") != "0",
             "stable_on_at": float(os.environ.get("LLAMACY_STABLE_ON_AT", STABLE_ON_AT)),
             "stable_off_at": float(os.environ.get("LLAMACY_STABLE_OFF_AT", STABLE_OFF_AT)),
+            "stream_max": int(os.environ.get("LLAMACY_STREAM_MAX", STREAM_MAX)),
             "device_on_at": float(os.environ.get("LLAMACY_DEVICE_ON_AT", DEVICE_ON_AT)),
             "device_off_at": float(os.environ.get("LLAMACY_DEVICE_OFF_AT", DEVICE_OFF_AT)),
             "rows_per_thread": int(rows),

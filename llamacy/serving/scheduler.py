@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from llamacy.engine.context import Batch, Context
 from llamacy.engine.device_sampling import DeviceSampling
 from llamacy.engine.generation import (DEVICE_OFF_AT, DEVICE_ON_AT, RUN_ERROR, STABLE_OFF_AT, STABLE_ON_AT,
-                                       Generator)
+                                       STREAM_MAX, Generator)
 from llamacy.engine.model import Model
 from llamacy.engine.step_outputs import ROWS_PER_THREAD
 from llamacy.errors import DecodeError, InvalidRequestError, LlamacyError, NoKvSlotError, QueueFullError, UnavailableError
@@ -79,6 +79,7 @@ class Scheduler(SlotOperations):
                  max_queued: int = 1 << 30, max_n_probs: int = 100, faults: FaultInjector | None = None,
                  projector=None, pad_gaps: bool = False, device_top_k: int = 0, device_auto: bool = False,
                  stable_on_at: float = STABLE_ON_AT, stable_off_at: float = STABLE_OFF_AT,
+                 stream_max: int = STREAM_MAX,
                  device_on_at: float = DEVICE_ON_AT, device_off_at: float = DEVICE_OFF_AT,
                  rows_per_thread: int = ROWS_PER_THREAD,
                  compact_reuse_min: int = COMPACT_REUSE_MIN, warm_up: bool = False,
@@ -126,6 +127,7 @@ class Scheduler(SlotOperations):
                              device=self.device_sampling, device_auto=device_auto,
                              device_on_at=device_on_at, device_off_at=min(device_off_at, device_on_at),
                              stable_on_at=stable_on_at, stable_off_at=min(stable_off_at, stable_on_at),
+                             stream_max=stream_max,
                              rows_per_thread=rows_per_thread)
         if warm_up:   # a GPU's kernels for each batch size load now, not in the first busy steps
             t0 = time.monotonic()

@@ -20,10 +20,10 @@ LONG = ("The history of the city begins with a small settlement on the river, wh
 SHORT = ["def fibonacci(n):", "Once upon a time", "The capital of France is"]
 
 
-def generate(model, *, pad: bool, stable_on_at: float):
+def generate(model, *, pad: bool, stable_on_at: float, stream_max: int = 16):
     ctx = Context(model, n_ctx=4 * 256, n_batch=64, n_seq_max=4, n_threads=N_THREADS)
     gen = Generator(ctx, 4, 64, model.vocab.pieces, model.vocab.eog_tokens(), pad_gaps=pad,
-                    stable_on_at=stable_on_at, stable_off_at=-1.0)
+                    stable_on_at=stable_on_at, stable_off_at=-1.0, stream_max=stream_max)
     prompts = [model.vocab.tokenize(p) for p in [LONG, *SHORT]]
     assert len(prompts[0]) > 64 + 1 and len(prompts[0]) - 64 <= 16 and all(len(p) <= 16 for p in prompts[1:])
     params = [greedy(), SamplingParams(temperature=0.0), SamplingParams(seed=3, temperature=0.9),
@@ -54,6 +54,19 @@ def test_a_stable_shape_gives_the_plain_loops_tokens(model):
     assert counters["steps"] > plain["steps"]           # prompts now take a step a token
     # one shape from step 2 on: the graph of every later step is reused
     assert counters["graphs_reused"] == counters["steps"] - 2
+
+
+def test_a_remainder_longer_than_stream_max_goes_in_one_chunk(model):
+    """stream_max bounds what a stable step streams: with 2, the long prompt's remainder and the
+    short prompts (longer than 2) each go in one chunk (a step of another shape), with the same
+    tokens."""
+    want, *_ = generate(model, pad=False, stable_on_at=1e9)
+    got, counters, prefill, kv, prompts = generate(model, pad=True, stable_on_at=0.0, stream_max=2)
+    assert all(len(p) > 2 for p in prompts[1:]) and len(prompts[0]) - 64 > 2
+    assert got == want
+    assert prefill[0] == [64, len(prompts[0]) - 64]
+    assert all(prefill[s] == [len(prompts[s])] for s in (1, 2, 3))
+    assert counters["graphs_reused"] < counters["steps"] - 2
 
 
 def burst(model, *, pad: bool):

@@ -14,7 +14,7 @@ from helpers import run_in_threads
 from llamacy.config import ServerConfig
 from llamacy.engine.model import Model
 from llamacy.models import default_model_path
-from llamacy.engine.generation import DEVICE_OFF_AT, DEVICE_ON_AT, STABLE_OFF_AT
+from llamacy.engine.generation import DEVICE_OFF_AT, DEVICE_ON_AT, STABLE_OFF_AT, STREAM_MAX
 from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD
 from llamacy.serving.admission import COMPACT_REUSE_MIN
 from llamacy.server.state import DEVICE_GREEDY_SLOTS, DEVICE_TOP_K, loop_options
@@ -55,6 +55,7 @@ def test_the_loop_pads_only_an_attention_model_on_a_gpu():
     assert loop_options(auto, gpu=True, recurrent=False, projector=False) | {"stable_on_at": 0} == {
         "pad_gaps": True, "device_top_k": DEVICE_TOP_K, "device_auto": True, "stable_on_at": 0,
         "stable_off_at": STABLE_OFF_AT, "device_on_at": DEVICE_ON_AT, "device_off_at": DEVICE_OFF_AT,
+        "stream_max": STREAM_MAX,
         "rows_per_thread": GPU_ROWS_PER_THREAD, "compact_reuse_min": COMPACT_REUSE_MIN, "warm_up": True,
         "device_greedy_slots": DEVICE_GREEDY_SLOTS, "device_one_copy": True}
     assert loop_options(auto, gpu=False, recurrent=False, projector=False)["rows_per_thread"] == ROWS_PER_THREAD
