@@ -82,10 +82,10 @@ def burst(model, *, pad: bool):
 
 
 def test_a_burst_is_stable_at_once_and_its_last_request_alone_is_not(model):
-    """The step's own outputs decide, not only their average: the first step (four prompts, four
-    outputs) is already padded to the bucket (sequences 4-7 a throw-away token each), and so are
-    the five steps while all four generate; the step where one request is left (fewer than 2
-    outputs) is not, nor any after it — the average would have kept the padding for many steps."""
+    """The step's own outputs decide, not their average (which so short a burst would never have
+    brought to 4): the first step (four prompts, four outputs) is already padded to the bucket
+    (sequences 4-7 a throw-away token each), and so are the five steps while all four generate;
+    the step where one request is left (fewer than 2 outputs) is not, nor any after it."""
     want, _ = burst(model, pad=False)
     got, counters = burst(model, pad=True)
     assert got == want
