@@ -91,6 +91,7 @@ cdef class DeviceSampling:
     cdef bint choose(self, int32_t seq, SamplerCore * core, bint top_k_on) noexcept nogil
     cdef void begin_decode(self, const llama_batch * batch) noexcept nogil
     cdef void collect(self) noexcept nogil
+    cdef int32_t _leader_at(self, const OneCopy * copy) noexcept nogil
     cdef inline void forget(self, int32_t seq) noexcept nogil:
         if 0 <= seq < self.n_seq:
             self.seq_chains[seq].core = NULL

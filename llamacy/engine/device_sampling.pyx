@@ -575,17 +575,20 @@ cdef class DeviceSampling:
         self.top_k_ids = NULL
         self.top_k_logits = NULL
         self.greedy_best = NULL
-        cdef OneCopy * copy = &self.rows.copy
-        cdef int32_t idx
         cdef llama_context * c_ctx = self.ctx.c_ctx
+        cdef int64_t n = self.k * self.rows.copy.out_n_rows
+        cdef int32_t idx = self._leader_at(&self.rows.copy)
+        if (idx >= 0 and llama_get_sampled_candidates_count_ith(c_ctx, idx) == n
+                and llama_get_sampled_logits_count_ith(c_ctx, idx) == n):
+            self.top_k_ids = llama_get_sampled_candidates_ith(c_ctx, idx)
+            self.top_k_logits = llama_get_sampled_logits_ith(c_ctx, idx)
+        idx = self._leader_at(&self.greedy_rows.copy)
+        if idx >= 0 and llama_get_sampled_candidates_count_ith(c_ctx, idx) == self.greedy_rows.copy.out_n_rows:
+            self.greedy_best = llama_get_sampled_candidates_ith(c_ctx, idx)
+
+    cdef inline int32_t _leader_at(self, const OneCopy * copy) noexcept nogil:
+        """The batch index of the output whose row carries a kind's one copy in the decode begun
+        last, or -1 when that kind came back per output (or not at all)."""
         if copy.out_gen == self.seen.gen and copy.out_whole and copy.out_leader >= 0:
-            idx = self.seen.at[copy.out_leader]
-            if (llama_get_sampled_candidates_count_ith(c_ctx, idx) == self.k * copy.out_n_rows
-                    and llama_get_sampled_logits_count_ith(c_ctx, idx) == self.k * copy.out_n_rows):
-                self.top_k_ids = llama_get_sampled_candidates_ith(c_ctx, idx)
-                self.top_k_logits = llama_get_sampled_logits_ith(c_ctx, idx)
-        copy = &self.greedy_rows.copy
-        if copy.out_gen == self.seen.gen and copy.out_whole and copy.out_leader >= 0:
-            idx = self.seen.at[copy.out_leader]
-            if llama_get_sampled_candidates_count_ith(c_ctx, idx) == copy.out_n_rows:
-                self.greedy_best = llama_get_sampled_candidates_ith(c_ctx, idx)
+            return self.seen.at[copy.out_leader]
+        return -1
