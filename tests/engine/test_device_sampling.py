@@ -52,14 +52,15 @@ def test_the_same_tokens_as_the_whole_row(model):
     want, host, _ = generate(model, params, None)
     got, counters, dev = generate(model, params, 128)
     assert got == want
-    assert counters["outputs"] == host["outputs"] == 4 * 20
-    assert counters["device_outputs"] == 4 * 20 and host["device_outputs"] == 0
+    n = host["outputs"]        # 4 x 20, less what an end of generation cut short (numerics differ by CPU)
+    assert 4 * 20 - 19 * 4 < n <= 4 * 20 and counters["outputs"] == n
+    assert counters["device_outputs"] == n and host["device_outputs"] == 0
     assert counters["device_switches"] == 0 and all(dev.attached(s) for s in range(4))
     # the prompts' step is decoded as a micro-batch per prompt length: its results come back
     # per output; every later step's in one copy (the leader's row)
-    assert counters["device_one_copy_outputs"] == 4 * 20 - 4
+    assert counters["device_one_copy_outputs"] == n - 4
     apart, counters, _ = generate(model, params, 128, one_copy=False)
-    assert apart == want and counters["device_outputs"] == 4 * 20 and counters["device_one_copy_outputs"] == 0
+    assert apart == want and counters["device_outputs"] == n and counters["device_one_copy_outputs"] == 0
 
 
 def test_results_that_do_not_fit_a_row_come_back_per_output(model):

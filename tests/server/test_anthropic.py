@@ -6,7 +6,7 @@ import anthropic
 import pytest
 
 KEY = "sk-test-anthropic"
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_system_prompt_as_blocks_and_content_blocks(client):
                                system="You are a helpful assistant.")
     b = client.messages.create(model="x", max_tokens=8, system=[
         {"type": "text", "text": "You are a helpful "}, {"type": "text", "text": "assistant."}], messages=[
-        {"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"}]}])
+        {"role": "user", "content": [{"type": "text", "text": "What is the capital of France? Answer in one sentence."}]}])
     assert a.content[0].text == b.content[0].text and a.usage.input_tokens == b.usage.input_tokens
 
 
