@@ -251,7 +251,9 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
     with a GPU and only while the steps have many outputs (from LLAMACY_DEVICE_ON_AT a step on
     average until below LLAMACY_DEVICE_OFF_AT), never with a projector. With a GPU a step's outputs
     are sampled on more threads, and a request takes the lowest idle slot unless another holds far
-    more of its prompt (LLAMACY_ROWS_PER_THREAD, LLAMACY_COMPACT_REUSE_MIN). A GPU loop decodes its
+    more of its prompt (LLAMACY_ROWS_PER_THREAD, LLAMACY_COMPACT_REUSE_MIN), or the lowest would leave
+    a prompt remainder too long to stream and a gap below a busy slot would not
+    (LLAMACY_GAP_STREAMED=0: not). A GPU loop decodes its
     batch sizes once before serving (LLAMACY_WARM_UP=0: not). With backend sampling, greedy
     requests get their argmax on the device whatever the load (LLAMACY_DEVICE_GREEDY=0: not), and a
     step's device results come back in one copy per kind where they can (LLAMACY_DEVICE_ONE_COPY=0:
@@ -274,6 +276,7 @@ def loop_options(c: ServerConfig, *, gpu: bool, recurrent: bool, projector: bool
             "device_off_at": float(os.environ.get("LLAMACY_DEVICE_OFF_AT", DEVICE_OFF_AT)),
             "rows_per_thread": int(rows),
             "compact_reuse_min": int(os.environ.get("LLAMACY_COMPACT_REUSE_MIN", COMPACT_REUSE_MIN)),
+            "gap_streamed": os.environ.get("LLAMACY_GAP_STREAMED", "1") != "0",
             "warm_up": gpu and not projector and not recurrent and os.environ.get("LLAMACY_WARM_UP", "1") != "0"}
 
 

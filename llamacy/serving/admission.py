@@ -6,7 +6,12 @@ waits for that slot. With ``compact`` (a GPU loop that pads the gaps between bus
 the lowest idle slot id is taken unless another idle slot holds at least COMPACT_REUSE_MIN more
 tokens of the prompt: every idle slot below a busy one costs a throw-away token per step for as
 long as the request runs, while re-evaluating a few hundred prompt tokens on a GPU costs about
-one step — so busy slots stay together.
+one step — so busy slots stay together. One exception: when the lowest idle slot would leave
+more of the prompt to evaluate than a loop in its stable shape streams a token a step
+(``stream_max``: a longer remainder is decoded as a chunk of its own, and the loop rebuilds its
+decode graph for it and again for the step after), an idle slot below the highest busy one — a
+gap, padded anyway — whose cached prefix leaves a streamable remainder is taken instead (the lowest
+such). That is the slot a context shift emptied of its prompt, beside gaps that still hold it.
 
 Starting the request keeps the common prefix of the slot's KV cache (always at least one prompt
 token is re-evaluated, for its logits), truncates a prompt that does not fit, and builds the
@@ -37,11 +42,13 @@ def truncate_prompt(tokens: list[int], n_ctx: int, n_keep: int) -> list[int]:
 
 
 def choose_slot(slots: list[Slot], p: CompletionParams, usable: list[bool], compact: bool = False,
-                reuse_min: int = COMPACT_REUSE_MIN) -> Slot | None:
+                reuse_min: int = COMPACT_REUSE_MIN, stream_max: int = 0) -> Slot | None:
     """The slot for a request among the ``usable`` ones (a pinned request waits for its own).
     Without ``compact``: the longest cached prefix (with ``cache_prompt``), ties and requests
     without ``cache_prompt`` to the least recently used slot. With ``compact``: the lowest id,
-    unless another slot's cached prefix is at least ``reuse_min`` tokens longer."""
+    unless another slot's cached prefix is at least ``reuse_min`` tokens longer, or (``stream_max``
+    > 0) the lowest id leaves more than ``stream_max`` prompt tokens to evaluate and an idle slot
+    below the highest unusable one leaves at most that many."""
     if p.id_slot >= 0:
         return slots[p.id_slot] if usable[p.id_slot] else None
     idle = [s for s in slots if usable[s.id]]
@@ -53,7 +60,15 @@ def choose_slot(slots: list[Slot], p: CompletionParams, usable: list[bool], comp
             return lowest
         cached = {s.id: common_prefix(s.cache_tokens, p.prompt_tokens) for s in idle}
         best = max(idle, key=lambda s: (cached[s.id], -s.id))
-        return best if cached[best.id] - cached[lowest.id] >= reuse_min else lowest
+        if cached[best.id] - cached[lowest.id] >= reuse_min:
+            return best
+        n = len(p.prompt_tokens)
+        if stream_max > 0 and n - cached[lowest.id] > stream_max:
+            top = max((i for i, u in enumerate(usable) if not u), default=-1)
+            for s in idle:
+                if s.id < top and n - cached[s.id] <= stream_max:
+                    return s
+        return lowest
     if p.cache_prompt:
         return max(idle, key=lambda s: (common_prefix(s.cache_tokens, p.prompt_tokens), -s.last_used))
     return max(idle, key=lambda s: -s.last_used)

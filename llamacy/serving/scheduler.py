@@ -82,7 +82,7 @@ class Scheduler(SlotOperations):
                  stream_max: int = STREAM_MAX,
                  device_on_at: float = DEVICE_ON_AT, device_off_at: float = DEVICE_OFF_AT,
                  rows_per_thread: int = ROWS_PER_THREAD,
-                 compact_reuse_min: int = COMPACT_REUSE_MIN, warm_up: bool = False,
+                 compact_reuse_min: int = COMPACT_REUSE_MIN, gap_streamed: bool = True, warm_up: bool = False,
                  device_greedy_slots: int = 0, device_one_copy: bool = True) -> None:
         self.model = model
         self.ctx = ctx
@@ -115,6 +115,8 @@ class Scheduler(SlotOperations):
         self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.pad_gaps = pad_gaps   # a GPU loop: idle gaps between busy slots cost tokens, keep them few
         self.compact_reuse_min = compact_reuse_min   # cached tokens that outweigh a gap (admission)
+        # a gap whose cached prefix leaves a streamable prompt remainder beats the lowest idle slot (admission)
+        self.gap_stream_max = stream_max if gap_streamed else 0
         # device_top_k > 0: each output's best candidates are selected on the device (see Generator);
         # device_auto: only while the steps have many outputs; device_greedy_slots > 0: greedy
         # requests touching at most that many tokens (bias, penalty window) get their argmax there;
@@ -521,7 +523,7 @@ class Scheduler(SlotOperations):
         waiting = collections.deque()
         for task in self.queue:
             slot = choose_slot(self.slots, task.params, usable, compact=self.pad_gaps,
-                               reuse_min=self.compact_reuse_min)
+                               reuse_min=self.compact_reuse_min, stream_max=self.gap_stream_max)
             if slot is None:
                 waiting.append(task)
                 continue

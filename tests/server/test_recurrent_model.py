@@ -57,7 +57,7 @@ def test_the_loop_pads_only_an_attention_model_on_a_gpu():
         "stable_off_at": STABLE_OFF_AT, "device_on_at": DEVICE_ON_AT, "device_off_at": DEVICE_OFF_AT,
         "stream_max": STREAM_MAX,
         "rows_per_thread": GPU_ROWS_PER_THREAD, "compact_reuse_min": COMPACT_REUSE_MIN, "warm_up": True,
-        "device_greedy_slots": DEVICE_GREEDY_SLOTS, "device_one_copy": True}
+        "gap_streamed": True, "device_greedy_slots": DEVICE_GREEDY_SLOTS, "device_one_copy": True}
     assert loop_options(auto, gpu=False, recurrent=False, projector=False)["rows_per_thread"] == ROWS_PER_THREAD
     assert loop_options(auto, gpu=True, recurrent=True, projector=False)["pad_gaps"] is False
     assert loop_options(auto, gpu=True, recurrent=False, projector=True)["pad_gaps"] is False

@@ -54,6 +54,27 @@ def test_compact_takes_a_higher_slot_only_for_a_long_cached_prefix():
     assert choose_slot(slots, CompletionParams(prompt), [True] * 4, compact=True).id == 0
 
 
+def test_compact_takes_a_gap_that_leaves_a_streamable_remainder():
+    """The lowest idle slot holds none of the prompt (a context shift dropped it): the remainder,
+    longer than a stable loop streams, would be a chunk of its own, so an idle gap below a busy
+    slot whose cached prefix leaves at most ``stream_max`` tokens is taken instead — the lowest
+    such, and never one above the highest busy slot (that would widen every step)."""
+    prompt = list(range(1, 21))                  # 20 tokens; stream_max 16
+    shared = prompt[:14]                         # a slot holding the shared part leaves 6
+    slots = _slots([0.0] * 6, cached=[[99] * 30, shared, prompt[:2], shared, [7], shared])
+    usable = [True, False, True, True, False, True]     # busy: 1 and 4
+    p = CompletionParams(prompt, cache_prompt=True)
+    assert choose_slot(slots, p, usable, compact=True).id == 0                  # rule off
+    assert choose_slot(slots, p, usable, compact=True, stream_max=16).id == 3   # 2 leaves 18
+    usable[3] = False                             # the only streamable gap is taken: 5 is above 4
+    assert choose_slot(slots, p, usable, compact=True, stream_max=16).id == 0
+    usable[3], usable[4] = True, True
+    usable[5] = False                             # 3 is below the highest busy slot again
+    assert choose_slot(slots, p, usable, compact=True, stream_max=16).id == 3
+    slots[0].cache_tokens = prompt[:4]            # the lowest leaves 16: streamed there already
+    assert choose_slot(slots, p, usable, compact=True, stream_max=16).id == 0
+
+
 def test_a_pinned_request_waits_for_its_slot():
     slots = _slots([1.0, 2.0])
     assert choose_slot(slots, CompletionParams([1], id_slot=1), [True, False], compact=True) is None
