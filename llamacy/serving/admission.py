@@ -11,7 +11,8 @@ more of the prompt to evaluate than a loop in its stable shape streams a token a
 (``stream_max``: a longer remainder is decoded as a chunk of its own, and the loop rebuilds its
 decode graph for it and again for the step after), an idle slot below the highest busy one — a
 gap, padded anyway — whose cached prefix leaves a streamable remainder is taken instead (the lowest
-such). That is the slot a context shift emptied of its prompt, beside gaps that still hold it.
+such): the case is a lowest idle slot that a context shift emptied of its prompt while gaps still
+hold it.
 
 Starting the request keeps the common prefix of the slot's KV cache (always at least one prompt
 token is re-evaluated, for its logits), truncates a prompt that does not fit, and builds the

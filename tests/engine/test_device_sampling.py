@@ -52,8 +52,8 @@ def test_the_same_tokens_as_the_whole_row(model):
     want, host, _ = generate(model, params, None)
     got, counters, dev = generate(model, params, 128)
     assert got == want
-    n = host["outputs"]        # 4 x 20, less what an end of generation cut short (numerics differ by CPU)
-    assert 4 * 20 - 19 * 4 < n <= 4 * 20 and counters["outputs"] == n
+    n = sum(len(t) for t in want)   # 4 x 20 less what an end of generation cut short (CPUs' kernels differ)
+    assert n > 4 * 10 and counters["outputs"] == host["outputs"] == n
     assert counters["device_outputs"] == n and host["device_outputs"] == 0
     assert counters["device_switches"] == 0 and all(dev.attached(s) for s in range(4))
     # the prompts' step is decoded as a micro-batch per prompt length: its results come back

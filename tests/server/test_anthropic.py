@@ -35,7 +35,7 @@ def test_system_prompt_as_blocks_and_content_blocks(client):
                                system="You are a helpful assistant.")
     b = client.messages.create(model="x", max_tokens=8, system=[
         {"type": "text", "text": "You are a helpful "}, {"type": "text", "text": "assistant."}], messages=[
-        {"role": "user", "content": [{"type": "text", "text": "What is the capital of France? Answer in one sentence."}]}])
+        {"role": "user", "content": [{"type": "text", "text": QUESTION[0]["content"]}]}])
     assert a.content[0].text == b.content[0].text and a.usage.input_tokens == b.usage.input_tokens
 
 
