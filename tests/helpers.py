@@ -11,6 +11,14 @@ import time
 
 import requests
 
+# A question the default model answers with wide logit margins on every token up to "Paris"
+# (the question alone starts with a near tie that CPUs' different kernels decide differently).
+ANSWERED_QUESTION = "What is the capital of France? Answer in one sentence."
+# For two requests whose outputs are compared: each evaluates its whole prompt. A cached prefix
+# leaves the last prompt token to be evaluated alone, and logits need not be bit-identical across
+# batch sizes (llama.cpp's cache_prompt caveat).
+WHOLE_PROMPT = {"cache_prompt": False}
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

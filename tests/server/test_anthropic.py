@@ -5,8 +5,10 @@ from __future__ import annotations
 import anthropic
 import pytest
 
+from helpers import ANSWERED_QUESTION
+
 KEY = "sk-test-anthropic"
-QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+QUESTION = [{"role": "user", "content": ANSWERED_QUESTION}]
 
 
 @pytest.fixture(scope="module")

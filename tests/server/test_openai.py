@@ -7,11 +7,11 @@ import jsonschema
 import openai
 import pytest
 
+from helpers import ANSWERED_QUESTION, WHOLE_PROMPT
+
 MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "What is the capital of France?"}]
-# a question the default model answers with wide logit margins up to "Paris" (to the question
-# alone, its first token is a near tie that CPUs' different kernels decide differently)
-ANSWERED = [MESSAGES[0], {"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+ANSWERED = [MESSAGES[0], {"role": "user", "content": ANSWERED_QUESTION}]
 
 
 @pytest.fixture(scope="module")
@@ -36,24 +36,22 @@ def test_chat_completion(client):
 
 
 def test_chat_uses_the_model_template(server, client):
-    # the same conversation rendered by hand with SmolLM2's ChatML template, sent to /completion;
-    # both evaluate the whole prompt (a cached prefix would leave one token to evaluate alone, and
-    # logits need not be bit-identical across batch sizes: llama.cpp's cache_prompt caveat)
+    # the same conversation rendered by hand with SmolLM2's ChatML template, sent to /completion
     prompt = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-              "<|im_start|>user\nWhat is the capital of France? Answer in one sentence.<|im_end|>\n"
+              f"<|im_start|>user\n{ANSWERED_QUESTION}<|im_end|>\n"
               "<|im_start|>assistant\n")
     raw = server.post("/completion", json={"prompt": prompt, "n_predict": 16, "temperature": 0}).json()["content"]
     r = client.chat.completions.create(model="x", messages=ANSWERED, max_tokens=16, temperature=0,
-                                       extra_body={"cache_prompt": False})
+                                       extra_body=WHOLE_PROMPT)
     assert r.choices[0].message.content == raw
 
 
 def test_chat_stream_equals_non_stream(client):
-    fresh = {"cache_prompt": False}     # both evaluate the whole prompt (see the template test)
-    full = client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=20, temperature=0, extra_body=fresh)
+    full = client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=20, temperature=0,
+                                          extra_body=WHOLE_PROMPT)
     chunks = list(client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=20, temperature=0,
                                                  stream=True, stream_options={"include_usage": True},
-                                                 extra_body=fresh))
+                                                 extra_body=WHOLE_PROMPT))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
     assert chunks[0].choices[0].delta.role == "assistant"

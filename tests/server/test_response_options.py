@@ -6,7 +6,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from helpers import sse_events
+from helpers import WHOLE_PROMPT, sse_events
 
 PROMPT = "The capital of France is"
 MESSAGES = [{"role": "system", "content": "Book"}, {"role": "user", "content": "What is the best book"}]
@@ -101,17 +101,14 @@ def test_return_progress_reports_each_prompt_batch(server):
 
 
 def test_chat_n_choices(client):
-    # every choice evaluates its whole prompt (a cached prefix leaves one token evaluated alone, and
-    # logits need not be bit-identical across batch sizes: llama.cpp's cache_prompt caveat)
-    fresh = {"cache_prompt": False}
     r = client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=8, n=3, seed=42, temperature=1.0,
-                                       extra_body=fresh)
+                                       extra_body=WHOLE_PROMPT)
     assert [c.index for c in r.choices] == [0, 1, 2]
     assert all(c.finish_reason == "length" and c.message.role == "assistant" for c in r.choices)
     assert r.usage.completion_tokens == 24
     # choice i runs with seed + i: the same request gives the same choices
     again = client.chat.completions.create(model="x", messages=MESSAGES, max_tokens=8, n=3, seed=42,
-                                           temperature=1.0, extra_body=fresh)
+                                           temperature=1.0, extra_body=WHOLE_PROMPT)
     assert [c.message.content for c in again.choices] == [c.message.content for c in r.choices]
     assert r.system_fingerprint.startswith("b")
 

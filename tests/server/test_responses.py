@@ -7,7 +7,9 @@ import json
 import openai
 import pytest
 
-QUESTION = "What is the capital of France? Answer in one sentence."
+from helpers import ANSWERED_QUESTION, WHOLE_PROMPT
+
+QUESTION = ANSWERED_QUESTION
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +46,11 @@ def test_input_items_equal_the_chat_request(server, client):
 
 
 def test_stream_events_add_up_to_the_response(client):
-    fresh = {"cache_prompt": False}     # both evaluate the whole prompt (see test_openai's template test)
-    plain = client.responses.create(model="x", input=QUESTION, max_output_tokens=16, temperature=0, extra_body=fresh)
+    plain = client.responses.create(model="x", input=QUESTION, max_output_tokens=16, temperature=0,
+                                    extra_body=WHOLE_PROMPT)
     types, text = [], ""
     for event in client.responses.create(model="x", input=QUESTION, max_output_tokens=16, temperature=0,
-                                         stream=True, extra_body=fresh):
+                                         stream=True, extra_body=WHOLE_PROMPT):
         types.append(event.type)
         if event.type == "response.output_text.delta":
             text += event.delta
