@@ -365,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     curve = sorted(set(clients) | ({2 ** i for i in range(8) if 2 ** i < max(clients)} if args.gpu else set()))
     limit = batched_bench(bin_dir, model, curve, ["-fa", "on", *(["-ngl", "99"] if args.gpu else []),
                                                     *(["-t", str(args.threads)] if args.threads else [])])
+    print("batched-bench S_TG: " + ", ".join(f"{b}: {v:.1f}" for b, v in sorted(limit.items())), file=sys.stderr)
     ref_cmd = [str(bin_dir / "llama-server"), *common, "-fa", "on", *([] if args.gpu else ["--no-repack"])]
     ours_cmd = [sys.executable, "-m", "llamacy", *common, "-fa", "--log-format", "text", "--metrics"]
 

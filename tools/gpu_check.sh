@@ -18,6 +18,12 @@
 #   bash tools/gpu_check.sh local      HERE: the same pipeline with the CPU engine from the
 #                                      engine cache and only the checks a machine without a GPU
 #                                      can run (tests this script).
+#   bash tools/gpu_check.sh keep DIR   HERE: after a run, files the engine build it brought back
+#                                      (DIR: the call's files_at; engine-*.tar.xz.N pieces of
+#                                      15 MiB) into .gpu-check/prebuilt/. A later run on a fresh
+#                                      machine unpacks them instead of building (the Cython modules
+#                                      still build, ~1 min): a build and a benchmark need not fit
+#                                      one call, and a machine lost between calls costs no rebuild.
 # Settings: GPU_CHECK_CMAKE_ARGS (default "-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90").
 set -u
 MODE=${1:-run}
@@ -58,6 +64,16 @@ prepare() {
   du -sh "$G"
 }
 
+pack_engine() {   # the engine prefix just built (libraries, headers, llama.cpp's tools) in pieces
+  local prefix name t0=$SECONDS
+  prefix=$(ls -d "$W"/engine/*/engine.json 2>/dev/null | head -1) || return
+  prefix=$(dirname "$prefix"); name=$(basename "$prefix")
+  mkdir -p "$W/pack.tmp"
+  tar cf - -C "$W/engine" "$name" | xz -T0 -6 | split -b 15m -d -a 1 - "$W/pack.tmp/engine-$name.tar.xz."
+  mv "$W/pack.tmp" "$W/pack"
+  log "engine packed in $((SECONDS - t0)) s: $(du -ch "$W"/pack/* | tail -1 | cut -f1) in $(ls "$W/pack" | wc -l) pieces"
+}
+
 pipeline() {   # detached; each stage skips what is done; results in $W/res
   local R=$W/res CPU_ONLY=${1:-}
   mkdir -p "$R"; echo $$ > "$W/pipeline.pid"
@@ -71,6 +87,10 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
     if [ -z "$CPU_ONLY" ]; then
       [ -d "$W/src/llama.cpp" ] || { mkdir -p "$W/src" && tar xJf "$G/llama.cpp.tar.xz" -C "$W/src"; }
       export LLAMACY_ENGINE_SOURCE=$W/src/llama.cpp LLAMACY_ENGINE_CACHE=$W/engine
+      if ls "$G"/prebuilt/engine-*.tar.xz.0 > /dev/null 2>&1 && [ ! -d "$W/engine" ]; then
+        mkdir -p "$W/engine"
+        cat "$G"/prebuilt/engine-*.tar.xz.* | xz -dc | tar x -C "$W/engine" && log "engine unpacked from .gpu-check/prebuilt"
+      fi
       export CMAKE_ARGS="${GPU_CHECK_CMAKE_ARGS:--DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90} -DLLAMA_BUILD_COMMON=ON \
         -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_TOOLS_INSTALL=ON -DLLAMA_USE_PREBUILT_UI=OFF"
     fi
@@ -79,6 +99,7 @@ pipeline() {   # detached; each stage skips what is done; results in $W/res
     log "build rc=$? in $((SECONDS - t0)) s"
     [ -d "$W/site/llamacy/_engine" ] || { log "BUILD FAILED"; tail -40 "$R/build.log" >> "$R/pipeline.txt"; touch "$R/DONE"; return 1; }
     ls "$W/site/llamacy/_engine" >> "$R/pipeline.txt"
+    [ -n "$CPU_ONLY" ] || ls "$G"/prebuilt/engine-*.tar.xz.0 > /dev/null 2>&1 || pack_engine
   fi
   [ -f "$W/smol.gguf" ] || $PY "$G/make_random_gguf.py" "$G/vocab-smollm2.gguf" "$W/smol.gguf.tmp" \
     576 30 9 3 1536 >> "$R/models.log" 2>&1 && mv "$W/smol.gguf.tmp" "$W/smol.gguf"
@@ -144,9 +165,14 @@ case "$MODE" in
     while [ ! -f "$W/res/DONE" ] && [ $SECONDS -lt $end ]; do sleep 5; done
     cat "$W/res/pipeline.txt" "$W/res/table.txt" "$W/res/bench.txt" 2>/dev/null
     [ -n "${OUT:-}" ] && tar czf "$OUT/gpu-check.tar.gz" -C "$W" res 2>/dev/null
+    [ -n "${OUT:-}" ] && [ -d "$W/pack" ] && [ "$(ls "$W/pack" | wc -l)" -le 7 ] && cp "$W"/pack/* "$OUT/"
     [ -f "$W/res/DONE" ] && echo FINISHED || echo "NOT FINISHED at $(date +%T): call again now"
     ;;
   pipeline) pipeline ;;
+  keep)
+    [ -n "${2:-}" ] && ls "$2"/engine-*.tar.xz.0 > /dev/null || { echo "usage: $0 keep DIR (with engine-*.tar.xz.N)"; exit 2; }
+    rm -rf "$G/prebuilt" && mkdir -p "$G/prebuilt" && cp "$2"/engine-*.tar.xz.* "$G/prebuilt/" && du -sh "$G/prebuilt"
+    ;;
   local)   # the venv's Python (Cython, setuptools, the runtime packages) and the cached CPU engine
     export GPU_CHECK_PYTHON=${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python} && PY=$GPU_CHECK_PYTHON
     $PY -m pip install -q 'setuptools>=68' wheel 'cython>=3.0,<4'    # what --no-build-isolation needs
@@ -156,5 +182,5 @@ case "$MODE" in
     cat "$W/res/pipeline.txt" "$W/res/table.txt"
     grep -q " 0 failed" "$W/res/table.txt"
     ;;
-  *) echo "usage: $0 prepare|run [SECONDS]|local"; exit 2 ;;
+  *) echo "usage: $0 prepare|run [SECONDS]|keep DIR|local"; exit 2 ;;
 esac
