@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-bs", "--backend-sampling", action="store_const", const="on", default="auto",
                    help="select each output's best candidates on the device (top-k inside the decode graph) and "
                         "sample from those; requests that need the whole row (n_probs, grammar, ...) still get it "
-                        "(default: with a GPU, while the steps have many outputs: >= 48 on average)")
+                        "(default: with a GPU, while the steps have many outputs: >= 16 on average)")
     g.add_argument("--no-backend-sampling", dest="backend_sampling", action="store_const", const="off",
                    help="sample every output from its whole logits row on the host")
     kv = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]

@@ -46,9 +46,12 @@ cdef enum:
 
 # the device top-k in "auto": on from this many outputs per step (a moving average), off below the
 # second. Measured on an H200: the device's top-k (a sort) costs about 0.3 ms a step whatever the
-# rows, so it pays only where it spares copying and scanning many whole rows.
-DEVICE_ON_AT = 48.0
-DEVICE_OFF_AT = 32.0
+# rows, and sampling a whole row on the host about 40 us, so it pays from about 8 rows; 16 / 8
+# keep one sampled stream (and 8 clients, 4 outputs a step) on the host and a loaded server's
+# tail (the sampled mix at 64 clients averages 38) on the device, away from switching back and
+# forth (each switch rebuilds the decode graph).
+DEVICE_ON_AT = 16.0
+DEVICE_OFF_AT = 8.0
 # stable shape (with pad_gaps): from this many outputs in a step (or on average), off when a step
 # has fewer than the second
 STABLE_ON_AT = 24.0
