@@ -24,6 +24,8 @@
 #                                      machine unpacks them instead of building (the Cython modules
 #                                      still build, ~1 min): a build and a benchmark need not fit
 #                                      one call, and a machine lost between calls costs no rebuild.
+#                                      (The CUDA sm_90 build: ~47 MiB, with .gpu-check's ~13 and the
+#                                      checkout just under the 64 MiB a call carries.)
 # Settings: GPU_CHECK_CMAKE_ARGS (default "-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90").
 set -u
 MODE=${1:-run}
@@ -66,12 +68,14 @@ prepare() {
 
 pack_engine() {   # the engine prefix just built (libraries, headers, llama.cpp's tools) in pieces
   local prefix name t0=$SECONDS
-  prefix=$(ls -d "$W"/engine/*/engine.json 2>/dev/null | head -1) || return
+  prefix=$(ls -d "$W"/engine/*/engine.json 2>/dev/null | head -1)
+  [ -n "$prefix" ] || { log "no engine to pack"; return; }
   prefix=$(dirname "$prefix"); name=$(basename "$prefix")
-  mkdir -p "$W/pack.tmp"
+  rm -rf "$W/pack.tmp" && mkdir -p "$W/pack.tmp"
   tar cf - -C "$W/engine" "$name" | xz -T0 -6 | split -b 15m -d -a 1 - "$W/pack.tmp/engine-$name.tar.xz."
   mv "$W/pack.tmp" "$W/pack"
   log "engine packed in $((SECONDS - t0)) s: $(du -ch "$W"/pack/* | tail -1 | cut -f1) in $(ls "$W/pack" | wc -l) pieces"
+  [ "$(ls "$W/pack" | wc -l)" -le 7 ] || log "more than 7 pieces: too many to bring back (8 files a call, one the results)"
 }
 
 pipeline() {   # detached; each stage skips what is done; results in $W/res
@@ -171,7 +175,8 @@ case "$MODE" in
   pipeline) pipeline ;;
   keep)
     [ -n "${2:-}" ] && ls "$2"/engine-*.tar.xz.0 > /dev/null || { echo "usage: $0 keep DIR (with engine-*.tar.xz.N)"; exit 2; }
-    rm -rf "$G/prebuilt" && mkdir -p "$G/prebuilt" && cp "$2"/engine-*.tar.xz.* "$G/prebuilt/" && du -sh "$G/prebuilt"
+    rm -rf "$G/prebuilt" && mkdir -p "$G/prebuilt" && cp "$2"/engine-*.tar.xz.* "$G/prebuilt/" && du -sh "$G/prebuilt" "$G"
+    echo "(a call carries at most 64 MiB: .gpu-check and the checkout together)"
     ;;
   local)   # the venv's Python (Cython, setuptools, the runtime packages) and the cached CPU engine
     export GPU_CHECK_PYTHON=${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python} && PY=$GPU_CHECK_PYTHON
