@@ -203,6 +203,8 @@ cdef class StepPlanner:
             self._track_load()
             if self.dev_auto:
                 self._device_policy()
+        else:                          # idle: the next request's first step decides afresh
+            self.stable = False
         return n_planned
 
     cdef void write_batch(self, bint pad, int32_t n_planned) noexcept nogil:
@@ -292,14 +294,18 @@ cdef class StepPlanner:
         soon as this step's outputs or their average reach ``stable_on_at`` (a burst of arrivals
         is stable before the average catches up: while unstable, each arrival changes the
         shape), off once this step's fall below ``stable_off_at`` (as a burst's requests end one
-        by one, each end would change an unstable shape; a stable one keeps it)."""
+        by one, each end would change an unstable shape; a stable one keeps it). After a busy
+        spell (the loop went idle in between: off), the average left high turns it on only with
+        a step of ``stable_off_at`` outputs: a lone request would otherwise turn it on and off
+        every step, each switch a rebuilt graph."""
         cdef int32_t s, n = 0
         for s in range(self.n_seq):
             if self.plan_kind[s] == P_TOKEN or (self.plan_kind[s] == P_CHUNK and self.plan_out[s]):
                 n += 1
         self.load += (n - self.load) / 16.0
         if self.pad_gaps:
-            if not self.stable and (n >= self.stable_on_at or self.load >= self.stable_on_at):
+            if not self.stable and (n >= self.stable_on_at
+                                    or (self.load >= self.stable_on_at and n >= self.stable_off_at)):
                 self.stable = True
             elif self.stable and n < self.stable_off_at:
                 self.stable = False

@@ -92,3 +92,29 @@ def test_a_burst_is_stable_at_once_and_its_last_request_alone_is_not(model):
     assert {s: len(t) for s, t in got.items()} == {0: 6, 1: 6, 2: 6, 3: 20}
     assert counters["steps"] == 20
     assert counters["pad_tokens"] == 6 * 4
+
+
+def test_a_lone_request_after_a_burst_keeps_one_shape(model):
+    """The moving average of outputs a step outlives a burst; a lone request right after one
+    (fewer than stable_off_at outputs a step) must not turn the stable shape on with it — it
+    would turn off again the step after, and on again while the average decays: a padded and an
+    unpadded shape in turn, each a rebuilt graph. Its steps keep one shape, unpadded."""
+    ctx = Context(model, n_ctx=8 * 128, n_batch=64, n_seq_max=8, n_threads=N_THREADS)
+    gen = Generator(ctx, 8, 64, model.vocab.pieces, model.vocab.eog_tokens(), pad_gaps=True,
+                    stable_on_at=4.0, stable_off_at=2.0)
+    for i in range(8):     # 8 outputs a step for 40 steps: the average ends near 7
+        gen.add(i, Sampler(model, greedy(ignore_eos=True)), model.vocab.tokenize(SHORT[i % 3]), 0, 128, 0, 40)
+    run(gen)
+    for i in range(8):
+        gen.release(i)
+    ctx.memory_clear()
+    before = gen.counters
+    gen.add(3, Sampler(model, greedy(ignore_eos=True)), model.vocab.tokenize(SHORT[1]), 0, 128, 0, 12)
+    _, steps = run(gen)
+    after = gen.counters
+    assert len(tokens_by_seq(steps)[3]) == 12
+    assert after["steps"] - before["steps"] == 12
+    assert after["pad_tokens"] == before["pad_tokens"]
+    # the prompt's step and the first token step build their graphs; the ten after reuse the last
+    assert after["graphs_reused"] - before["graphs_reused"] == 10
+    ctx.close()
