@@ -52,8 +52,8 @@ cdef enum:
 # forth (each switch rebuilds the decode graph).
 DEVICE_ON_AT = 16.0
 DEVICE_OFF_AT = 8.0
-# stable shape (with pad_gaps): from this many outputs in a step (or on average), off when a step
-# has fewer than the second
+# stable shape (with pad_gaps): from this many outputs in a step (or on average, the step at least
+# the second), off when a step has fewer than the second or the loop goes idle
 STABLE_ON_AT = 24.0
 STABLE_OFF_AT = 4.0
 # stable shape: a prompt remainder up to this many tokens goes in a token a step (longer ones in

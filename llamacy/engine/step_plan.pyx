@@ -7,8 +7,9 @@ With a KV stream per sequence libllama decodes a batch as one micro-batch per ru
 consecutive sequence ids, so idle sequences between busy ones cost a pass over the weights
 each. With ``pad_gaps`` (a GPU, where a token costs far less than a pass) each such idle
 sequence gets one throw-away token at its next position, removed after the decode; and from a
-step with ``stable_on_at`` outputs (or that many on average) until a step has fewer than
-``stable_off_at``, the batch keeps its shape from step to step, so that libllama reuses its
+step with ``stable_on_at`` outputs (or that many on average, the step at least
+``stable_off_at``) until a step has fewer than ``stable_off_at`` or the loop goes idle, the
+batch keeps its shape from step to step, so that libllama reuses its
 decode graph (a rebuild costs ~10 ms of host time on a GPU): every sequence of [0, a multiple of SHAPE_BUCKET) gets a token —
 idle ones a throw-away one — every token is an output, and a prompt remainder of up to
 ``stream_max`` tokens goes in a token a step instead of a second micro-batch.
