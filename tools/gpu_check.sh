@@ -29,6 +29,7 @@
 # Settings: GPU_CHECK_CMAKE_ARGS (default "-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90").
 set -u
 MODE=${1:-run}
+MAX_PIECES=7   # engine pieces a call can bring back: 8 files a call, one of them the results
 ROOT=$(pwd)
 G=$ROOT/.gpu-check
 W=${GPU_CHECK_WORK:-/tmp/gpu-check}
@@ -75,7 +76,7 @@ pack_engine() {   # the engine prefix just built (libraries, headers, llama.cpp'
   tar cf - -C "$W/engine" "$name" | xz -T0 -6 | split -b 15m -d -a 1 - "$W/pack.tmp/engine-$name.tar.xz."
   mv "$W/pack.tmp" "$W/pack"
   log "engine packed in $((SECONDS - t0)) s: $(du -ch "$W"/pack/* | tail -1 | cut -f1) in $(ls "$W/pack" | wc -l) pieces"
-  [ "$(ls "$W/pack" | wc -l)" -le 7 ] || log "more than 7 pieces: too many to bring back (8 files a call, one the results)"
+  [ "$(ls "$W/pack" | wc -l)" -le $MAX_PIECES ] || log "more than $MAX_PIECES pieces: too many to bring back"
 }
 
 pipeline() {   # detached; each stage skips what is done; results in $W/res
@@ -169,7 +170,7 @@ case "$MODE" in
     while [ ! -f "$W/res/DONE" ] && [ $SECONDS -lt $end ]; do sleep 5; done
     cat "$W/res/pipeline.txt" "$W/res/table.txt" "$W/res/bench.txt" 2>/dev/null
     [ -n "${OUT:-}" ] && tar czf "$OUT/gpu-check.tar.gz" -C "$W" res 2>/dev/null
-    [ -n "${OUT:-}" ] && [ -d "$W/pack" ] && [ "$(ls "$W/pack" | wc -l)" -le 7 ] && cp "$W"/pack/* "$OUT/"
+    [ -n "${OUT:-}" ] && [ -d "$W/pack" ] && [ "$(ls "$W/pack" | wc -l)" -le $MAX_PIECES ] && cp "$W"/pack/* "$OUT/"
     [ -f "$W/res/DONE" ] && echo FINISHED || echo "NOT FINISHED at $(date +%T): call again now"
     ;;
   pipeline) pipeline ;;
