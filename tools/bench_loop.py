@@ -39,6 +39,7 @@ from llamacy.engine.generation import ENTRY_TOKEN, Generator  # noqa: E402
 from llamacy.engine.model import Model  # noqa: E402
 from llamacy.engine.sampling import Sampler  # noqa: E402
 from llamacy.engine.sampling_params import SamplingParams  # noqa: E402
+from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD  # noqa: E402
 from llamacy.models import default_model_path  # noqa: E402
 from llamacy.server.state import DEVICE_GREEDY_SLOTS, DEVICE_TOP_K  # noqa: E402
 
@@ -64,7 +65,7 @@ class Group:
                   if gpu else None)
         vocab = model.vocab
         self.gen = Generator(self.ctx, n_seq, 2048, vocab.pieces, vocab.eog_tokens(), pad_gaps=gpu, device=device,
-                             device_auto=gpu)
+                             device_auto=gpu, rows_per_thread=GPU_ROWS_PER_THREAD if gpu else ROWS_PER_THREAD)
         if gpu:
             self.gen.warm_up()
         self.tokens = 0
