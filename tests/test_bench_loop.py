@@ -37,3 +37,18 @@ def test_sequences_split_evenly_or_not_at_all(model):
         bench_loop.run_loop_bench(model, 3, 4, groups=2)
     with pytest.raises(ValueError, match="ctx_per_seq"):
         bench_loop.run_loop_bench(model, 2, 300, ctx_per_seq=256)
+
+
+def test_a_failed_step_reaches_the_caller(model):
+    group = bench_loop.Group(model, 2, 256, 2, False)
+
+    def fail(n_tokens):
+        raise RuntimeError(f"injected before a decode of {n_tokens} tokens")
+
+    try:
+        group.gen.set_fault_hook(fail)
+        with pytest.raises(RuntimeError, match="injected before a decode"):
+            bench_loop.one_run(model, [group], model.vocab.tokenize(bench_loop.PROMPT), 4,
+                               bench_loop.WORKLOADS["greedy"], 1)
+    finally:
+        group.close()

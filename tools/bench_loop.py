@@ -35,7 +35,7 @@ except ImportError:
 from llamacy.engine import backends  # noqa: E402
 from llamacy.engine.context import Context  # noqa: E402
 from llamacy.engine.device_sampling import DeviceSampling  # noqa: E402
-from llamacy.engine.generation import ENTRY_TOKEN, Generator  # noqa: E402
+from llamacy.engine.generation import ENTRY_TOKEN, RUN_ERROR, Generator  # noqa: E402
 from llamacy.engine.model import Model  # noqa: E402
 from llamacy.engine.sampling import Sampler  # noqa: E402
 from llamacy.engine.sampling_params import SamplingParams  # noqa: E402
@@ -91,7 +91,8 @@ def one_run(model: Model, groups: list[Group], prompt: list[int], n_predict: int
 
     def loop(g: Group) -> None:
         try:
-            g.gen.run()
+            if g.gen.run() == RUN_ERROR:
+                errors.append(g.gen.failed_step()[0])
         except BaseException as exc:      # reaches the caller below
             errors.append(exc)
 
@@ -134,8 +135,10 @@ def run_loop_bench(model: Model, parallel: int, n_predict: int = 128, *, groups:
     if len(prompt) + n_predict > ctx_per_seq:
         raise ValueError(f"the prompt ({len(prompt)} tokens) and n_predict must fit ctx_per_seq {ctx_per_seq}")
     cores = threads if threads and threads > 0 else os.cpu_count() or 1
-    made = [Group(model, parallel // groups, ctx_per_seq, max(1, cores // groups), gpu) for _ in range(groups)]
+    made: list[Group] = []
     try:
+        for _ in range(groups):
+            made.append(Group(model, parallel // groups, ctx_per_seq, max(1, cores // groups), gpu))
         one_run(model, made, prompt, n_predict, WORKLOADS[workload], 1)
         runs = [one_run(model, made, prompt, n_predict, WORKLOADS[workload], 7 + r) for r in range(repeat)]
     finally:
