@@ -161,6 +161,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:    # a GPU backend needs libstdc++ preloaded (llamacy.cxx_runtime)
+        from llamacy.cxx_runtime import reexec_with_cxx_runtime
+        reexec_with_cxx_runtime()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", "-m", default=None, help="GGUF model (default: the SmolLM2-135M package model)")
     ap.add_argument("--parallel", type=_int_list, default=[1, 4, 16, 64], help="comma-separated, e.g. 1,4,16,64")
