@@ -150,7 +150,8 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _int_list(text: str) -> list[int]:
+def positive_int_list(text: str) -> list[int]:
+    """argparse type: comma-separated positive integers (also bench_loop.py's)."""
     try:
         vals = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         reexec_with_cxx_runtime()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", "-m", default=None, help="GGUF model (default: the SmolLM2-135M package model)")
-    ap.add_argument("--parallel", type=_int_list, default=[1, 4, 16, 64], help="comma-separated, e.g. 1,4,16,64")
+    ap.add_argument("--parallel", type=positive_int_list, default=[1, 4, 16, 64], help="comma-separated, e.g. 1,4,16,64")
     ap.add_argument("--prompt-tokens", type=int, default=32, help="prompt length of each sequence")
     ap.add_argument("--n-predict", type=int, default=64, help="tokens generated per sequence")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per row (the median is reported)")

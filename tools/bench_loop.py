@@ -43,6 +43,8 @@ from llamacy.engine.step_outputs import GPU_ROWS_PER_THREAD, ROWS_PER_THREAD  # 
 from llamacy.models import default_model_path  # noqa: E402
 from llamacy.server.state import DEVICE_GREEDY_SLOTS, DEVICE_TOP_K  # noqa: E402
 
+from bench_engine import positive_int_list  # noqa: E402  (tools/, this script's directory)
+
 PROMPT = "Write a short story about a robot learning to paint."
 # the two workloads of ../shared/bench/loadgen.py, every request to its full length
 WORKLOADS = {
@@ -161,24 +163,14 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError("values must be positive")
-    return vals
-
-
 def main(argv: list[str] | None = None) -> int:
     if argv is None:    # a GPU backend needs libstdc++ preloaded (llamacy.cxx_runtime)
         from llamacy.cxx_runtime import reexec_with_cxx_runtime
         reexec_with_cxx_runtime()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", "-m", default=None, help="GGUF model (default: the SmolLM2-135M package model)")
-    ap.add_argument("--parallel", type=_int_list, default=[1, 8, 64], help="sequences, comma-separated")
-    ap.add_argument("--groups", type=_int_list, default=[1], help="contexts the sequences are split over")
+    ap.add_argument("--parallel", type=positive_int_list, default=[1, 8, 64], help="sequences, comma-separated")
+    ap.add_argument("--groups", type=positive_int_list, default=[1], help="contexts the sequences are split over")
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="greedy")
     ap.add_argument("--n-predict", type=int, default=128, help="tokens generated per sequence")
     ap.add_argument("--ctx-per-seq", type=int, default=256, help="each sequence's context, as -c / -np")
